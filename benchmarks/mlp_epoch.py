@@ -1,0 +1,222 @@
+"""Seconds per epoch of the 784-256-128-10 MLP, batch 128, float32: this project
+against PyTorch (CPU, where importable) and scikit-learn's MLPClassifier, in one run.
+
+    python benchmarks/mlp_epoch.py                 # all contenders, 5 epochs each
+    python benchmarks/mlp_epoch.py --epochs 3 --only ours-adam torch-adam
+    python benchmarks/mlp_epoch.py --device gpu    # this project on CuPy
+
+Each contender runs in its own process (so its peak RSS is its own). Data: the
+pipeline's data/prepared/{train,test}.npz when present (then test accuracy is
+real), else random MNIST-sized data. Writes benchmarks/results/<name>.{md,json}.
+Run by hand; it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+HIDDEN = (256, 128)
+BATCH, LR, MOMENTUM_LR = 128, 1e-3, 0.05
+CONTENDERS = ("ours-adam", "ours-sgd", "torch-adam", "torch-sgd", "sklearn-adam")
+
+
+def load_data():
+    prepared = ROOT / "data" / "prepared"
+    if (prepared / "train.npz").exists():
+        with np.load(prepared / "train.npz") as tr, np.load(prepared / "test.npz") as te:
+            return tr["x"], tr["y"], te["x"], te["y"], "MNIST (data/prepared)"
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (70000, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 70000).astype(np.uint8)
+    return x[:60000], y[:60000], x[60000:], y[60000:], "random MNIST-sized (run dvc repro for real data)"
+
+
+def epoch_gflop(n: int) -> float:
+    """Forward 2*in*out per layer and sample; backward 2x that, minus the first layer's
+    input gradient, which nobody computes."""
+    sizes = (784, *HIDDEN, 10)
+    macs = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    return n * (6 * macs - 2 * sizes[0] * sizes[1]) / 1e9
+
+
+def sgemm_peak() -> float:
+    """Best float32 GFLOP/s of a 2048^3 matrix multiply on this machine, now."""
+    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    best = min(_timed(lambda: a @ a) for _ in range(7))
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_ours(opt_name, epochs, device, data):
+    from nn.backend import select
+    from nn.model import Sequential, mlp_spec
+    from nn.optim import OPTIMIZERS, Constant
+    from nn.train import FitOptions, fit
+
+    x, y, xt, yt = data
+    backend = select(device)
+    spec = mlp_spec((28, 28), list(HIDDEN))
+    spec["normalize"] = {"mean": float(x.mean()), "std": float(x.std())}
+    model = Sequential(spec, backend=backend)
+    rng = np.random.default_rng(0)
+    model.init_params(rng)
+    kw = {"momentum": 0.9} if opt_name == "sgd" else {}
+    opt = OPTIMIZERS[opt_name](model.params_flat, model.grads_flat, backend=backend, **kw)
+    lr = LR if opt_name == "adam" else MOMENTUM_LR
+    history = fit(model, opt, Constant(lr, 10 ** 9), x, y, xt[:1], yt[:1],
+                  FitOptions(epochs=epochs, batch_size=BATCH, progress=False), rng)
+    return [r["seconds"] for r in history], float((model.predict(xt) == yt).mean())
+
+
+def run_torch(opt_name, epochs, data):
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    x, y, xt, yt = data
+    mean, std = float(x.mean()), float(x.std())
+
+    def prep(a):
+        return (torch.from_numpy(a.reshape(len(a), -1).astype(np.float32)) - mean) / std
+
+    xs, ys, xts = prep(x), torch.from_numpy(y.astype(np.int64)), prep(xt)
+    sizes = (784, *HIDDEN, 10)
+    layers = []
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1])
+    opt = (torch.optim.Adam(net.parameters(), lr=LR) if opt_name == "adam"
+           else torch.optim.SGD(net.parameters(), lr=MOMENTUM_LR, momentum=0.9))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        perm = torch.randperm(len(xs))
+        for i in range(0, len(xs), BATCH):
+            idx = perm[i:i + BATCH]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(xs[idx]), ys[idx])
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - start)
+    with torch.no_grad():
+        acc = float((net(xts).argmax(1).numpy() == yt).mean())
+    return times, acc
+
+
+def run_sklearn(epochs, data):
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    x, y, xt, yt = data
+    mean, std = float(x.mean()), float(x.std())
+    xs = ((x.reshape(len(x), -1).astype(np.float32) - mean) / std)
+    clf = MLPClassifier(HIDDEN, solver="adam", batch_size=BATCH, learning_rate_init=LR, alpha=0.0,
+                        random_state=0)
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(epochs):
+            times.append(_timed(lambda: clf.partial_fit(xs, y, classes=np.arange(10))))
+    acc = float((clf.predict((xt.reshape(len(xt), -1).astype(np.float32) - mean) / std) == yt).mean())
+    return times, acc
+
+
+def child(name, epochs, device):
+    x, y, xt, yt, _ = load_data()
+    data = (x, y, xt, yt)
+    family, opt = name.split("-")
+    if family == "ours":
+        times, acc = run_ours(opt, epochs, device, data)
+    elif family == "torch":
+        times, acc = run_torch(opt, epochs, data)
+    else:
+        times, acc = run_sklearn(epochs, data)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    print(json.dumps({"name": name, "epoch_seconds": times, "test_accuracy": acc,
+                      "peak_rss_mib": peak_rss, "n_train": len(x)}))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--only", nargs="*", choices=CONTENDERS)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="for this project's runs")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mlp_cpu"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args.child, args.epochs, args.device)
+
+    _, _, _, _, source = load_data()
+    peak = sgemm_peak()
+    rows = []
+    for name in args.only or CONTENDERS:
+        if name.startswith("torch"):
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                print(f"skip {name}: torch is not importable", file=sys.stderr)
+                continue
+        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs),
+               "--device", args.device]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"done {name}", file=sys.stderr)
+    gflop = epoch_gflop(rows[0]["n_train"]) if rows else 0.0
+    for r in rows:
+        t = r["epoch_seconds"][1:] or r["epoch_seconds"]  # the first epoch warms up
+        r.update(min_s=min(t), median_s=statistics.median(t))
+        r["gflops"] = gflop / r["median_s"]
+        r["peak_fraction"] = r["gflops"] / peak
+    by_name = {r["name"]: r for r in rows}
+    for r in rows:
+        for ref in ("torch-adam", "torch-sgd"):
+            if ref in by_name:
+                r[f"vs_{ref}"] = r["median_s"] / by_name[ref]["median_s"]
+    meta = {"command": "python benchmarks/mlp_epoch.py " + " ".join(argv or sys.argv[1:]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+            "data": source, "epochs": args.epochs, "net": "784-256-128-10 ReLU", "batch": BATCH,
+            "sgemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device}
+    write_report(Path(args.out), meta, rows)
+
+
+def write_report(out: Path, meta: dict, rows: list[dict]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    lines = [f"`{meta['command']}` — {meta['machine']}; data: {meta['data']}; {meta['net']}, batch "
+             f"{meta['batch']}, {meta['epochs']} epochs (first dropped as warm-up); measured sgemm peak "
+             f"{meta['sgemm_peak_gflops']:.0f} GFLOP/s; {meta['gflop_per_epoch']:.1f} GFLOP per epoch.",
+             "",
+             "| run | s/epoch (median) | s/epoch (min) | GFLOP/s | % of sgemm peak | vs torch Adam "
+             "| vs torch SGD | test acc | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = [f"{r[k]:.2f}×" if k in r else "–" for k in ("vs_torch-adam", "vs_torch-sgd")]
+        lines.append(f"| {r['name']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['gflops']:.0f} | "
+                     f"{100 * r['peak_fraction']:.0f} % | {ratio[0]} | {ratio[1]} | "
+                     f"{100 * r['test_accuracy']:.2f} % | {r['peak_rss_mib']:.0f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Activations as parameter-free layers. Derivatives come from cached outputs."""
+
+from __future__ import annotations
+
+from nn.layers import Layer
+
+
+class ReLU(Layer):
+    """max(x, 0).   x: (N, ...) -> same shape."""
+
+    kind = "relu"
+
+    def forward(self, x, training=False, rng=None):
+        self.y = self.xp.maximum(x, 0)
+        return self.y
+
+    def backward(self, grad):
+        return grad * (self.y > 0)
+
+
+class LeakyReLU(Layer):
+    """x if x > 0 else alpha * x."""
+
+    kind = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        super().__init__()
+        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha < 1.0):
+            raise ValueError(f"LeakyReLU alpha must be in [0, 1) (got {alpha!r})")
+        self.alpha = float(alpha)
+
+    def config(self) -> dict:
+        return {"alpha": self.alpha}
+
+    def forward(self, x, training=False, rng=None):
+        self.positive = x > 0
+        return self.xp.where(self.positive, x, x * x.dtype.type(self.alpha))
+
+    def backward(self, grad):
+        return self.xp.where(self.positive, grad, grad * grad.dtype.type(self.alpha))
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 so it never overflows."""
+
+    kind = "sigmoid"
+
+    def forward(self, x, training=False, rng=None):
+        half = x.dtype.type(0.5)
+        self.y = half * (self.xp.tanh(x * half) + 1)
+        return self.y
+
+    def backward(self, grad):
+        return grad * self.y * (1 - self.y)
+
+
+class Tanh(Layer):
+    kind = "tanh"
+
+    def forward(self, x, training=False, rng=None):
+        self.y = self.xp.tanh(x)
+        return self.y
+
+    def backward(self, grad):
+        return grad * (1 - self.y * self.y)

@@ -1,0 +1,169 @@
+"""Layers: the contract, and Dense, Dropout, Flatten.
+
+A layer is a small object with
+
+* `build(in_shape) -> out_shape`: learn the (per-sample) input shape, declare
+  `param_shapes`; `init_params(rng)` draws initial values on the host;
+* `bind(backend, params, grads)`: receive its parameter and gradient arrays
+  (views into the model's flat buffers, see `nn.model`);
+* `forward(x, training, rng) -> y`: caches what backward needs;
+* `backward(grad) -> grad_x`: fills `self.grads` (same keys as `self.params`)
+  and returns the gradient for its input. It never updates its own parameters.
+
+Shapes are batch-first: `x: (N, *in_shape)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nn.backend import CPU, Backend
+
+
+class Layer:
+    """Base class: a parameter-free identity with the full contract."""
+
+    kind = "layer"
+    param_shapes: dict[str, tuple[int, ...]] = {}
+    decayed: tuple[str, ...] = ()  # parameters that weight decay applies to
+
+    def __init__(self) -> None:
+        self.backend: Backend = CPU
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.needs_input_grad = True  # the model turns this off for its first layers
+        self.in_shape: tuple[int, ...] = ()
+        self.out_shape: tuple[int, ...] = ()
+
+    @property
+    def xp(self):
+        return self.backend.xp
+
+    def config(self) -> dict:
+        """Constructor keyword arguments, JSON-serialisable."""
+        return {}
+
+    def build(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.in_shape = tuple(in_shape)
+        self.out_shape = self.in_shape
+        return self.out_shape
+
+    def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {}
+
+    def bind(self, backend: Backend, params: dict, grads: dict) -> None:
+        self.backend, self.params, self.grads = backend, params, grads
+
+    def forward(self, x, training: bool = False, rng: np.random.Generator | None = None):
+        return x
+
+    def backward(self, grad):
+        return grad
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected: y = x @ W + b.   x: (N, D) -> y: (N, units)."""
+
+    kind = "dense"
+    decayed = ("W",)
+
+    def __init__(self, units: int, init: str = "he") -> None:
+        super().__init__()
+        if not isinstance(units, int) or units < 1:
+            raise ValueError(f"Dense units must be a positive int (got {units!r})")
+        if init not in ("he", "glorot"):
+            raise ValueError(f"Dense init must be 'he' or 'glorot' (got {init!r})")
+        self.units, self.init = units, init
+
+    def config(self) -> dict:
+        return {"units": self.units, "init": self.init}
+
+    def build(self, in_shape):
+        if len(in_shape) != 1:
+            raise ValueError(f"Dense needs flat input (N, D), got per-sample shape {in_shape}")
+        self.in_shape, self.out_shape = tuple(in_shape), (self.units,)
+        self.param_shapes = {"W": (in_shape[0], self.units), "b": (self.units,)}
+        return self.out_shape
+
+    def init_params(self, rng):
+        fan_in, fan_out = self.param_shapes["W"]
+        if self.init == "he":  # He et al. 2015, for ReLU-family activations
+            w = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2.0 / fan_in)
+        else:  # Glorot & Bengio 2010, uniform, for tanh / sigmoid
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            w = rng.uniform(-limit, limit, (fan_in, fan_out))
+        return {"W": w, "b": np.zeros(fan_out)}
+
+    def forward(self, x, training=False, rng=None):
+        self.x = x
+        y = x @ self.params["W"]
+        y += self.params["b"]
+        return y
+
+    def backward(self, grad):
+        xp = self.xp
+        xp.matmul(self.x.T, grad, out=self.grads["W"])
+        xp.sum(grad, axis=0, out=self.grads["b"])
+        if self.needs_input_grad:
+            return grad @ self.params["W"].T
+        return None
+
+
+class Flatten(Layer):
+    """(N, *shape) -> (N, prod(shape)); a view, no copy."""
+
+    kind = "flatten"
+
+    def build(self, in_shape):
+        self.in_shape, self.out_shape = tuple(in_shape), (math.prod(in_shape),)
+        return self.out_shape
+
+    def forward(self, x, training=False, rng=None):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad):
+        return grad.reshape((grad.shape[0], *self.in_shape)) if self.needs_input_grad else None
+
+
+class Dropout(Layer):
+    """Inverted dropout: at training time zero each unit with probability `rate`
+    and scale the survivors by 1 / (1 - rate); identity at inference.
+
+    The mask is drawn on the host from `rng` (so CPU and GPU runs agree), as
+    16-bit uniform integers: the drop probability is `rate` rounded to 1/65536.
+    """
+
+    kind = "dropout"
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if not (isinstance(rate, (int, float)) and 0.0 <= rate < 1.0):
+            raise ValueError(f"Dropout rate must be in [0, 1) (got {rate!r})")
+        self.rate = float(rate)
+        self.mask = None
+
+    def config(self) -> dict:
+        return {"rate": self.rate}
+
+    def forward(self, x, training=False, rng=None):
+        if not training or self.rate == 0.0:
+            self.mask = None
+            return x
+        if rng is None:
+            raise ValueError("Dropout needs an rng at training time")
+        bits = np.frombuffer(rng.bytes(2 * x.size), dtype=np.uint16).reshape(x.shape)
+        keep = bits >= round(self.rate * 65536)
+        self.mask = self.backend.to_device(keep)
+        self.scale = x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self.mask * self.scale
+
+    def backward(self, grad):
+        if self.mask is None:
+            return grad
+        return grad * self.mask * self.scale

@@ -1,0 +1,170 @@
+"""Sequential: a stack of layers built from a plain, JSON-able spec.
+
+All parameters live in one flat float buffer (and all gradients in a second),
+and each layer's `params` / `grads` are views into them. The optimiser then
+updates the whole network in a few vectorised passes, and copying the weights
+(early stopping, saving) is one array copy. Weights that take weight decay come
+first in the buffer, so decay is a single slice: `params_flat[:n_decayed]`.
+
+A spec looks like
+    {"input_shape": [28, 28],
+     "layers": [{"kind": "flatten"}, {"kind": "dense", "units": 256}, {"kind": "relu"}, ...],
+     "normalize": {"mean": 33.3, "std": 78.6},
+     "classes": ["0", ..., "9"]}
+and `mlp_spec` / `nn.conv.cnn_spec` write one from a few plain values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from nn.backend import CPU, Backend
+from nn.layers import Dense, Dropout, Flatten, Layer
+from nn.losses import softmax
+
+LAYERS: dict[str, type[Layer]] = {
+    cls.kind: cls for cls in (Dense, Dropout, Flatten, ReLU, LeakyReLU, Sigmoid, Tanh)
+}
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    """Add a layer class to the registry (used by nn.conv)."""
+    LAYERS[cls.kind] = cls
+    return cls
+
+
+def mlp_spec(input_shape, hidden, activation="relu", dropout=0.0, n_classes=10) -> dict:
+    """Flatten -> [Dense -> activation -> Dropout?] * len(hidden) -> Dense(n_classes)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {activation!r})")
+    init = "he" if activation in ("relu", "leaky_relu") else "glorot"
+    layers: list[dict] = [{"kind": "flatten"}]
+    for units in hidden:
+        layers += [{"kind": "dense", "units": units, "init": init}, {"kind": activation}]
+        if dropout:
+            layers.append({"kind": "dropout", "rate": dropout})
+    layers.append({"kind": "dense", "units": n_classes, "init": "glorot"})
+    return {"input_shape": list(input_shape), "layers": layers}
+
+
+def build_layer(cfg: dict) -> Layer:
+    cfg = dict(cfg)
+    kind = cfg.pop("kind", None)
+    if kind not in LAYERS:
+        raise ValueError(f"unknown layer kind {kind!r}; known: {', '.join(sorted(LAYERS))}")
+    return LAYERS[kind](**cfg)
+
+
+class Sequential:
+    """forward / backward over a list of layers, with flat parameter storage.
+
+    forward(x: (N, *input_shape) float) -> logits (N, C)
+    predict_proba(raw: (N, *input_shape) uint8 or float) -> (N, C) host probabilities
+    """
+
+    def __init__(self, spec: dict, backend: Backend = CPU, dtype=np.float32) -> None:
+        self.spec = spec
+        self.backend, self.dtype = backend, np.dtype(dtype)
+        self.input_shape = tuple(spec["input_shape"])
+        self.layers = [build_layer(cfg) for cfg in spec["layers"]]
+        self.normalize = spec.get("normalize", {"mean": 0.0, "std": 1.0})
+        self.classes = spec.get("classes")
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.build(shape)
+        self.output_shape = shape
+        self._layout()
+        self._mark_input_grads()
+
+    def _layout(self) -> None:
+        """Place every parameter in the flat buffers: decayed weights first."""
+        entries = [(i, name, shape, name in layer.decayed)
+                   for i, layer in enumerate(self.layers)
+                   for name, shape in layer.param_shapes.items()]
+        entries.sort(key=lambda e: not e[3])  # stable: decayed first, in layer order
+        xp = self.backend.xp
+        self.n_params = sum(math.prod(e[2]) for e in entries)
+        self.n_decayed = sum(math.prod(e[2]) for e in entries if e[3])
+        self.params_flat = xp.zeros(self.n_params, dtype=self.dtype)
+        self.grads_flat = xp.zeros(self.n_params, dtype=self.dtype)
+        self.slices: dict[str, tuple[int, slice, tuple]] = {}
+        views: list[tuple[dict, dict]] = [({}, {}) for _ in self.layers]
+        offset = 0
+        for i, name, shape, _ in entries:
+            size = math.prod(shape)
+            sl = slice(offset, offset + size)
+            views[i][0][name] = self.params_flat[sl].reshape(shape)
+            views[i][1][name] = self.grads_flat[sl].reshape(shape)
+            self.slices[f"{i}.{self.layers[i].kind}.{name}"] = (i, sl, shape)
+            offset += size
+        for layer, (params, grads) in zip(self.layers, views):
+            layer.bind(self.backend, params, grads)
+
+    def _mark_input_grads(self) -> None:
+        """No layer before (or at) the first parametrised one needs its input gradient."""
+        for layer in self.layers:
+            layer.needs_input_grad = False
+            if layer.param_shapes:
+                break
+        else:  # no parameters at all: keep every input gradient
+            for layer in self.layers:
+                layer.needs_input_grad = True
+
+    # -- parameters ---------------------------------------------------------
+    def init_params(self, rng: np.random.Generator) -> None:
+        """Draw initial values on the host (same numbers on CPU and GPU)."""
+        host = np.zeros(self.n_params, dtype=self.dtype)
+        for i, layer in enumerate(self.layers):
+            for name, value in layer.init_params(rng).items():
+                _, sl, shape = self.slices[f"{i}.{layer.kind}.{name}"]
+                host[sl] = np.asarray(value, dtype=self.dtype).reshape(-1)
+        self.set_flat(host)
+
+    def named_parameters(self) -> dict[str, np.ndarray]:
+        """name -> host copy, e.g. {'1.dense.W': (784, 256), ...}."""
+        flat = self.backend.to_host(self.params_flat)
+        return {name: flat[sl].reshape(shape) for name, (_, sl, shape) in self.slices.items()}
+
+    def set_flat(self, host_flat: np.ndarray) -> None:
+        self.params_flat[...] = self.backend.to_device(host_flat, dtype=self.dtype)
+
+    # -- computation --------------------------------------------------------
+    def prepare(self, raw):
+        """Raw inputs (host or device, uint8 or float) -> normalised float on the device."""
+        x = self.backend.to_device(raw).astype(self.dtype)
+        scale = self.dtype.type(1.0 / self.normalize["std"])
+        x -= self.dtype.type(self.normalize["mean"])
+        x *= scale
+        return x
+
+    def forward(self, x, training: bool = False, rng: np.random.Generator | None = None):
+        for layer in self.layers:
+            x = layer.forward(x, training, rng)
+        return x
+
+    def backward(self, grad) -> None:
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+            if grad is None:
+                break
+
+    def predict_proba(self, raw, batch_size: int = 2048) -> np.ndarray:
+        """(N, *input_shape) raw -> (N, C) class probabilities, as a host array."""
+        out = [self.backend.to_host(softmax(self.backend.xp, self.forward(self.prepare(raw[i:i + batch_size]))))
+               for i in range(0, len(raw), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, *self.output_shape), self.dtype)
+
+    def predict(self, raw, batch_size: int = 2048) -> np.ndarray:
+        return self.predict_proba(raw, batch_size).argmax(axis=1)
+
+    def summary(self) -> str:
+        rows = [f"{'layer':<34}{'output':>16}{'params':>12}"]
+        for layer in self.layers:
+            count = sum(math.prod(s) for s in layer.param_shapes.values())
+            rows.append(f"{layer.describe():<34}{str(layer.out_shape):>16}{count:>12,}")
+        rows.append(f"{'total':<34}{'':>16}{self.n_params:>12,}")
+        return "\n".join(rows)

@@ -1,0 +1,199 @@
+"""Optimisers over the model's flat parameter buffer, and learning-rate schedules.
+
+An optimiser owns the update: `step(lr)` changes `params` in place from `grads`.
+Weight decay applies to `params[:n_decayed]` (the weights; biases are not
+decayed, see nn.model). Its state is a few flat arrays, saved and restored with
+`state_dict` / `load_state_dict`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nn.backend import CPU, Backend
+
+
+def _check(name: str, value, low: float, high: float = math.inf, low_open=False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value < high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high != math.inf else "")
+        raise ValueError(f"{name} must be {bound} (got {value!r})")
+    return float(value)
+
+
+class Optimizer:
+    """Shared plumbing: flat buffers, scratch space, state save/restore."""
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, params, grads, n_decayed: int | None = None, weight_decay: float = 0.0,
+                 backend: Backend = CPU) -> None:
+        self.params, self.grads, self.backend = params, grads, backend
+        self.n_decayed = params.size if n_decayed is None else n_decayed
+        self.weight_decay = _check("weight_decay", weight_decay, 0.0)
+        self.t = 0
+        xp = backend.xp
+        self.tmp = xp.empty_like(params)
+        for name in self.state_names:
+            setattr(self, name, xp.zeros_like(params))
+
+    def _coupled_decay(self):
+        """L2 decay folded into the gradient: g += wd * p (weights only)."""
+        if self.weight_decay:
+            w = slice(0, self.n_decayed)
+            self.tmp[w] = self.params[w]
+            self.tmp[w] *= self.weight_decay
+            self.grads[w] += self.tmp[w]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {name: self.backend.to_host(getattr(self, name)) for name in self.state_names}
+        state["t"] = np.array(self.t, dtype=np.int64)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.state_names:
+            getattr(self, name)[...] = self.backend.to_device(state[name])
+        self.t = int(state["t"])
+
+
+class SGD(Optimizer):
+    """v = momentum * v + g;  p -= lr * v   (Nesterov: p -= lr * (g + momentum * v)).
+
+    `weight_decay` is classic L2, added to the gradient.
+    """
+
+    state_names = ("velocity",)
+
+    def __init__(self, params, grads, momentum: float = 0.0, nesterov: bool = False, **kw) -> None:
+        super().__init__(params, grads, **kw)
+        self.momentum = _check("momentum", momentum, 0.0, 1.0)
+        if nesterov and not self.momentum:
+            raise ValueError("nesterov needs momentum > 0")
+        self.nesterov = bool(nesterov)
+
+    def step(self, lr: float) -> None:
+        self.t += 1
+        self._coupled_decay()
+        g, v, tmp = self.grads, self.velocity, self.tmp
+        if not self.momentum:
+            self.backend.xp.multiply(g, lr, out=tmp)
+        else:
+            v *= self.momentum
+            v += g
+            if self.nesterov:
+                self.backend.xp.multiply(v, self.momentum, out=tmp)
+                tmp += g
+                tmp *= lr
+            else:
+                self.backend.xp.multiply(v, lr, out=tmp)
+        self.params -= tmp
+
+
+class Adam(Optimizer):
+    """Kingma & Ba 2015, with bias correction folded into the step size:
+
+        m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
+        p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps * sqrt(1 - b2^t))
+
+    which equals the textbook lr * m_hat / (sqrt(v_hat) + eps). `weight_decay` is
+    coupled L2 (added to the gradient), as in the original Adam.
+    """
+
+    state_names = ("m", "v")
+    decoupled = False
+
+    def __init__(self, params, grads, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, **kw) -> None:
+        super().__init__(params, grads, **kw)
+        self.beta1 = _check("beta1", beta1, 0.0, 1.0)
+        self.beta2 = _check("beta2", beta2, 0.0, 1.0)
+        self.eps = _check("eps", eps, 0.0, low_open=True)
+
+    def step(self, lr: float) -> None:
+        xp = self.backend.xp
+        self.t += 1
+        if self.decoupled and self.weight_decay:  # AdamW: p *= 1 - lr * wd (weights only)
+            self.params[: self.n_decayed] *= 1.0 - lr * self.weight_decay
+        elif not self.decoupled:
+            self._coupled_decay()
+        g, m, v, tmp = self.grads, self.m, self.v, self.tmp
+        b1, b2 = self.beta1, self.beta2
+        m *= b1
+        xp.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        c2 = math.sqrt(1.0 - b2 ** self.t)
+        xp.sqrt(v, out=tmp)
+        tmp += self.eps * c2
+        xp.divide(m, tmp, out=tmp)
+        tmp *= lr * c2 / (1.0 - b1 ** self.t)
+        self.params -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): before the
+    Adam step, p -= lr * weight_decay * p for the weights."""
+
+    decoupled = True
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+# -- learning-rate schedules -------------------------------------------------
+class Schedule:
+    """lr(t) for optimiser step t = 0, 1, ...; linear warm-up over `warmup` steps
+    (from lr/warmup up to lr), then the shape of the subclass."""
+
+    def __init__(self, lr: float, total_steps: int, warmup: int = 0) -> None:
+        self.lr = _check("lr", lr, 0.0, low_open=True)
+        if not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive int (got {total_steps!r})")
+        if not isinstance(warmup, int) or not 0 <= warmup < total_steps:
+            raise ValueError(f"warm-up steps must be in [0, {total_steps}) (got {warmup!r})")
+        self.total, self.warmup = total_steps, warmup
+
+    def __call__(self, t: int) -> float:
+        if t < self.warmup:
+            return self.lr * (t + 1) / self.warmup
+        return self.after_warmup(t - self.warmup, self.total - self.warmup)
+
+    def after_warmup(self, t: int, n: int) -> float:
+        return self.lr
+
+
+class Constant(Schedule):
+    pass
+
+
+class StepDecay(Schedule):
+    """lr * gamma ** (t // step_size)."""
+
+    def __init__(self, lr, total_steps, warmup=0, step_size: int = 1, gamma: float = 0.1) -> None:
+        super().__init__(lr, total_steps, warmup)
+        if not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"step_size must be a positive int (got {step_size!r})")
+        self.step_size, self.gamma = step_size, _check("gamma", gamma, 0.0, 1.0, low_open=True)
+
+    def after_warmup(self, t, n):
+        return self.lr * self.gamma ** (t // self.step_size)
+
+
+class Cosine(Schedule):
+    """min_lr + (lr - min_lr) * (1 + cos(pi * t / n)) / 2, reaching min_lr at the end."""
+
+    def __init__(self, lr, total_steps, warmup=0, min_lr: float = 0.0) -> None:
+        super().__init__(lr, total_steps, warmup)
+        self.min_lr = _check("min_lr", min_lr, 0.0, self.lr + 1e-300)
+
+    def after_warmup(self, t, n):
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / n))
+
+
+SCHEDULES: dict[str, type[Schedule]] = {"constant": Constant, "step": StepDecay, "cosine": Cosine}

@@ -1,0 +1,38 @@
+"""Shared fixtures: every backend test runs on NumPy and, where a GPU is usable, CuPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nn import backend as nn_backend
+
+
+def _gpu_or_skip():
+    try:
+        return nn_backend.select("gpu")
+    except nn_backend.BackendError as exc:
+        pytest.skip(f"no usable GPU: {exc}")
+
+
+@pytest.fixture(params=["cpu", "gpu"])
+def backend(request):
+    """The NumPy backend, then the CuPy one (skipped cleanly when no GPU)."""
+    return nn_backend.CPU if request.param == "cpu" else _gpu_or_skip()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's bundled 8x8 digits as uint8 images (0..255) and labels, split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images * 16).clip(0, 255).astype(np.uint8)
+    return train_test_split(x, d.target.astype(np.uint8), test_size=0.25, random_state=0,
+                            stratify=d.target)

@@ -1,0 +1,103 @@
+"""The fit loop: accuracy on bundled digits, determinism, early stopping, divergence."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from nn.losses import SoftmaxCrossEntropy
+from nn.model import Sequential, mlp_spec
+from nn.optim import OPTIMIZERS, Constant, Cosine
+from nn.train import DivergenceError, FitOptions, evaluate, fit
+
+
+def train_digits(digits, backend, seed=0, epochs=15, hidden=(64,), optimizer="adam", lr=0.01,
+                 dropout=0.1, patience=0, shift=0, opt_kw=None):
+    x_train, x_test, y_train, y_test = digits
+    spec = mlp_spec((8, 8), list(hidden), dropout=dropout)
+    spec["normalize"] = {"mean": float(x_train.mean()), "std": float(x_train.std())}
+    model = Sequential(spec, backend=backend)
+    rng = np.random.default_rng(seed)
+    model.init_params(rng)
+    opt = OPTIMIZERS[optimizer](model.params_flat, model.grads_flat, n_decayed=model.n_decayed,
+                                backend=backend, **(opt_kw or {}))
+    opts = FitOptions(epochs=epochs, batch_size=32, patience=patience, shift=shift)
+    steps = epochs * math.ceil(len(x_train) / 32)
+    history = fit(model, opt, Cosine(lr, steps), x_train, y_train, x_test, y_test, opts, rng)
+    return model, history
+
+
+def test_reaches_95_percent_on_digits_in_seconds(digits, backend):
+    start = time.perf_counter()
+    model, history = train_digits(digits, backend)
+    elapsed = time.perf_counter() - start
+    x_test, y_test = digits[1], digits[3]
+    accuracy = (model.predict(x_test) == y_test).mean()
+    assert accuracy >= 0.95, f"test accuracy {accuracy:.3f}"
+    assert history[-1]["val_acc"] == pytest.approx(accuracy)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert elapsed < 20  # "a few seconds" with generous slack for a loaded machine
+
+
+@pytest.mark.parametrize("optimizer,kw", [("sgd", {"momentum": 0.9, "nesterov": True}),
+                                          ("adamw", {"weight_decay": 1e-4})])
+def test_other_optimizers_learn(digits, optimizer, kw):
+    from nn.backend import CPU
+
+    model, _ = train_digits(digits, CPU, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.01,
+                            opt_kw=kw)
+    assert (model.predict(digits[1]) == digits[3]).mean() >= 0.93
+
+
+def test_same_seed_gives_identical_weight_bytes(digits, backend):
+    a, ha = train_digits(digits, backend, seed=3, epochs=3, shift=1)
+    b, hb = train_digits(digits, backend, seed=3, epochs=3, shift=1)
+    c, _ = train_digits(digits, backend, seed=4, epochs=3, shift=1)
+    fa, fb, fc = (backend.to_host(m.params_flat).tobytes() for m in (a, b, c))
+    assert fa == fb
+    assert fa != fc
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in ha]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in hb]
+
+
+def test_early_stopping_restores_best_weights(digits):
+    from nn.backend import CPU
+
+    # a large constant lr overfits fast; patience 2 stops early and restores the best epoch
+    model, history = train_digits(digits, CPU, epochs=40, hidden=(256,), dropout=0.0, lr=0.02,
+                                  patience=2)
+    assert len(history) < 40
+    best = min(r["val_loss"] for r in history)
+    assert history[-1]["val_loss"] > best  # the last epochs were worse ...
+    loss, _ = evaluate(model, SoftmaxCrossEntropy(CPU), digits[1], digits[3])
+    assert loss == pytest.approx(best, rel=1e-6)  # ... but the model holds the best weights
+
+
+def test_divergence_is_detected(digits):
+
+    x_train, x_test, y_train, y_test = digits
+    spec = mlp_spec((8, 8), [32])
+    model = Sequential(spec)
+    rng = np.random.default_rng(0)
+    model.init_params(rng)
+    opt = OPTIMIZERS["sgd"](model.params_flat, model.grads_flat)
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError, match="lower learning rate"):
+        fit(model, opt, Constant(1000.0, 100), x_train, y_train, x_test, y_test,
+            FitOptions(epochs=2, batch_size=32), rng)
+
+
+def test_cpu_and_gpu_agree(digits):
+    """The same seed on both backends starts from the same weights and ends close."""
+    from nn import backend as nn_backend
+
+    try:
+        gpu = nn_backend.select("gpu")
+    except nn_backend.BackendError as exc:
+        pytest.skip(f"no usable GPU: {exc}")
+    a, ha = train_digits(digits, nn_backend.CPU, epochs=3, dropout=0.0)
+    b, hb = train_digits(digits, gpu, epochs=3, dropout=0.0)
+    np.testing.assert_allclose(gpu.to_host(b.params_flat), a.params_flat, atol=1e-3)
+    assert hb[-1]["val_acc"] == pytest.approx(ha[-1]["val_acc"], abs=0.01)
