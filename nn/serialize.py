@@ -8,33 +8,24 @@ Loading is strict: anything unexpected raises ValueError naming the key.
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import numpy as np
 
-from nn.atomic import atomic_file
+from nn.atomic import write_npz
 from nn.backend import CPU, Backend
 from nn.model import Sequential
 
 FORMAT_VERSION = 1
 SPEC_KEY = "__spec__"
-_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp; fixed for byte-identical files
 
 
 def save(model: Sequential, path) -> None:
-    """Write `model` to `path` atomically."""
+    """Write `model` to `path` atomically; the same model always gives the same bytes."""
     spec = dict(model.spec, format=FORMAT_VERSION, dtype=model.dtype.name)
     arrays = {SPEC_KEY: np.frombuffer(json.dumps(spec, sort_keys=True).encode(), dtype=np.uint8)}
     arrays.update(model.named_parameters())
-    with atomic_file(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-        for name, array in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
+    write_npz(path, arrays)
 
 
 def load(path, backend: Backend = CPU) -> Sequential:

@@ -1,0 +1,73 @@
+"""evaluate: score the trained model on the test split.
+
+-> reports/metrics.json (test accuracy, loss, macro F1, per-class precision /
+recall / F1, the training time and throughput), reports/confusion.json
+({actual, predicted} records for `dvc plots`), data/predictions/test.npz (the
+probabilities, for the plots stage).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+from nn import serialize
+from nn.atomic import write_npz
+from stages import params as P
+from stages.common import (
+    CONFUSION,
+    DATA_PREPARED,
+    METRICS,
+    MODEL,
+    PREDICTIONS,
+    TIMING,
+    load_split,
+    log,
+    read_json,
+    run,
+    write_json,
+)
+
+
+def r6(x) -> float:
+    return round(float(x), 6)
+
+
+def score(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Test metrics from labels (N,) and probabilities (N, C)."""
+    labels = list(range(len(classes)))
+    pred = probs.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    top3 = np.argsort(-probs, axis=1, kind="stable")[:, :3]
+    return {
+        "test": {
+            "accuracy": r6(accuracy_score(y, pred)),
+            "loss": r6(-np.log(np.maximum(probs[np.arange(len(y)), y].astype(np.float64), 1e-12)).mean()),
+            "macro_f1": r6(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
+            "top3_accuracy": r6((top3 == y[:, None]).any(axis=1).mean()),
+            "errors": int((pred != y).sum()),
+            "samples": len(y),
+        },
+        "per_class": {name: {"precision": r6(precision[i]), "recall": r6(recall[i]), "f1": r6(f1[i]),
+                             "support": int(support[i])} for i, name in enumerate(classes)},
+    }
+
+
+def main() -> None:
+    pe = P.load("evaluate")["evaluate"]
+    model = serialize.load(MODEL)
+    x, y, classes = load_split(DATA_PREPARED / "test.npz")
+    probs = model.predict_proba(x, batch_size=pe["batch_size"]).astype(np.float32)
+    metrics = score(y, probs, classes)
+    metrics["model"] = {"parameters": model.n_params}
+    metrics["train"] = read_json(TIMING)
+    write_json(METRICS, metrics)
+    pred = probs.argmax(axis=1)
+    write_json(CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y, pred)])
+    write_npz(PREDICTIONS, {"probs": probs})
+    log.info("test accuracy %.4f, loss %.4f, macro F1 %.4f", metrics["test"]["accuracy"],
+             metrics["test"]["loss"], metrics["test"]["macro_f1"])
+
+
+if __name__ == "__main__":
+    run(main)

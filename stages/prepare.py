@@ -1,0 +1,64 @@
+"""prepare: parse the idx files, split train/val (stratified, seeded), write uint8 npz.
+
+data/raw/ -> data/prepared/{train,val,test}.npz, each with x uint8 (N, H, W),
+y uint8 (N,) and the class names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from nn.atomic import write_npz
+from nn.data import from_idx
+from stages import params as P
+from stages.common import DATA_PREPARED, DATA_RAW, StageError, log, read_json, run
+
+
+def read_pair(raw, images: str, labels: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two idx files -> (x (N, H, W), y (N,)), checked against each other."""
+    try:
+        x = from_idx((raw / images).read_bytes(), str(raw / images))
+        y = from_idx((raw / labels).read_bytes(), str(raw / labels))
+    except FileNotFoundError as exc:
+        raise StageError(f"{exc.filename}: not found; run the fetch stage first (dvc repro)") from None
+    if x.ndim != 3:
+        raise StageError(f"{raw / images}: expected images (N, H, W), got shape {x.shape}")
+    if y.ndim != 1:
+        raise StageError(f"{raw / labels}: expected labels (N,), got shape {y.shape}")
+    if len(x) != len(y):
+        raise StageError(f"{raw / labels}: {len(y)} labels for {len(x)} images in {raw / images}")
+    if len(y) and y.max() >= n_classes:
+        raise StageError(f"{raw / labels}: label {int(y.max())} is out of range for {n_classes} classes")
+    return x, y
+
+
+def split(x, y, val_size, seed: int):
+    """Stratified train/val split; val_size is a count or a fraction."""
+    n = len(y)
+    count = val_size if isinstance(val_size, int) else round(val_size * n)
+    if not 1 <= count < n:
+        raise StageError(f"params.yaml: prepare.val_size gives {count} validation samples; "
+                         f"it must leave between 1 and {n - 1} of the {n} training samples")
+    try:
+        return train_test_split(x, y, test_size=count, random_state=seed, stratify=y)
+    except ValueError as exc:  # e.g. fewer val samples than classes
+        raise StageError(f"params.yaml: prepare.val_size {val_size} cannot be stratified ({exc})") from None
+
+
+def main() -> None:
+    p = P.load("prepare")["prepare"]
+    meta = read_json(DATA_RAW / "dataset.json")
+    classes = np.array(meta["classes"])
+    x, y = read_pair(DATA_RAW, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", len(classes))
+    x_test, y_test = read_pair(DATA_RAW, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", len(classes))
+    if x.shape[1:] != x_test.shape[1:]:
+        raise StageError(f"{DATA_RAW}: train images are {x.shape[1:]} but test images are {x_test.shape[1:]}")
+    x_train, x_val, y_train, y_val = split(x, y, p["val_size"], p["seed"])
+    for name, (xs, ys) in {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}.items():
+        write_npz(DATA_PREPARED / f"{name}.npz", {"x": xs, "y": ys, "classes": classes})
+        log.info("%s: %d images of %s", name, len(ys), "x".join(map(str, xs.shape[1:])))
+
+
+if __name__ == "__main__":
+    run(main)

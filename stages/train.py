@@ -1,0 +1,91 @@
+"""train: fit the network on data/prepared/train.npz, validating on val.npz.
+
+-> models/model.npz, reports/train/history.json (one record per epoch, no
+timings, so it is reproducible to the byte) and reports/train/timing.json
+(seconds and throughput: a cache: false metric).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+
+from nn import serialize
+from nn.backend import BackendError, select
+from nn.losses import SoftmaxCrossEntropy
+from nn.model import Sequential, mlp_spec
+from nn.optim import OPTIMIZERS, SCHEDULES
+from nn.train import DivergenceError, FitOptions, fit
+from stages import params as P
+from stages.common import DATA_PREPARED, HISTORY, MODEL, TIMING, StageError, load_split, log, run, write_json
+
+
+def model_spec(pm, input_shape, classes, x_train) -> dict:
+    """The model section of params.yaml -> a Sequential spec (with its normalisation)."""
+    spec = mlp_spec(input_shape, pm["hidden"], pm["activation"], pm["dropout"], len(classes))
+    spec["kind"] = pm["kind"]
+    std = float(x_train.std()) or 1.0
+    spec["normalize"] = {"mean": round(float(x_train.mean()), 6), "std": round(std, 6)}
+    spec["classes"] = list(classes)
+    return spec
+
+
+def make_optimizer(pt, model: Sequential):
+    kw = {"weight_decay": pt["weight_decay"], "n_decayed": model.n_decayed, "backend": model.backend}
+    momentum = pt["momentum"]
+    if pt["optimizer"] == "sgd":
+        kw.update(momentum=momentum, nesterov=momentum > 0)
+    return OPTIMIZERS[pt["optimizer"]](model.params_flat, model.grads_flat, **kw)
+
+
+def make_schedule(pt, steps_per_epoch: int):
+    total = pt["epochs"] * steps_per_epoch
+    warmup = min(pt["warmup_epochs"] * steps_per_epoch, total - 1)
+    step_epochs, gamma = pt["step_epochs"], pt["gamma"]
+    name = pt["schedule"]
+    if name == "step":
+        return SCHEDULES[name](pt["lr"], total, warmup, step_size=step_epochs * steps_per_epoch, gamma=gamma)
+    return SCHEDULES[name](pt["lr"], total, warmup)
+
+
+def main() -> None:
+    params = P.load("model", "train")
+    pm, pt = params["model"], params["train"]
+    try:
+        backend = select(pt["device"])
+    except BackendError as exc:
+        raise StageError(f"params.yaml: train.device: {exc}; set train.device to auto or cpu") from None
+    x_train, y_train, classes = load_split(DATA_PREPARED / "train.npz")
+    x_val, y_val, _ = load_split(DATA_PREPARED / "val.npz")
+    rng = np.random.default_rng(pt["seed"])
+    spec = model_spec(pm, x_train.shape[1:], classes, x_train)
+    spec["training"] = {k: pt[k] for k in ("optimizer", "lr", "epochs", "batch_size", "schedule", "weight_decay",
+                                            "shift", "label_smoothing", "seed")}
+    model = Sequential(spec, backend=backend)
+    model.init_params(rng)
+    log.info("model:\n%s", model.summary())
+    steps = math.ceil(len(x_train) / pt["batch_size"])
+    opts = FitOptions(epochs=pt["epochs"], batch_size=pt["batch_size"], patience=pt["patience"],
+                      shift=pt["shift"])
+    loss_fn = SoftmaxCrossEntropy(backend, smoothing=pt["label_smoothing"])
+    try:
+        history = fit(model, make_optimizer(pt, model), make_schedule(pt, steps), x_train, y_train,
+                      x_val, y_val, opts, rng, loss_fn=loss_fn, log=log)
+    except DivergenceError as exc:
+        raise StageError(f"params.yaml: train.lr = {pt['lr']}: {exc}; no model was written") from None
+    serialize.save(model, MODEL)
+    seconds = [r.pop("seconds") for r in history]
+    write_json(HISTORY, history)
+    write_json(TIMING, {
+        "backend": backend.name, "device": backend.device_name, "epochs_run": len(history),
+        "seconds": round(sum(seconds), 3), "seconds_per_epoch": round(statistics.median(seconds), 4),
+        "samples_per_second": round(len(x_train) / statistics.median(seconds)),
+    })
+    log.info("trained %d parameters for %d epochs in %.1fs (%s); val acc %.4f",
+             model.n_params, len(history), sum(seconds), backend.describe(), history[-1]["val_acc"])
+
+
+if __name__ == "__main__":
+    run(main)
