@@ -1,0 +1,88 @@
+"""A throw-away copy of this project (git + DVC) to run the pipeline in, for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COPY = ["nn", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore"]
+
+# small, fast settings for the bundled 8x8 digits
+DIGITS = {
+    "fetch": {"dataset": "digits"},
+    "prepare": {"val_size": 200},
+    "model": {"hidden": [32]},
+    "train": {"epochs": 6, "batch_size": 32, "shift": 0, "warmup_epochs": 0},
+    "plots": {"samples": 9, "misclassified": 4, "dpi": 50},
+}
+
+
+def env() -> dict:
+    """The environment for dvc and the stages: this interpreter's bin first on PATH."""
+    e = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0")
+    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
+    e.pop("CI", None)
+    return e
+
+
+class Project:
+    def __init__(self, path: Path, overrides: dict | None = None) -> None:
+        self.path = path
+        for name in COPY:
+            src = ROOT / name
+            dst = path / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(src, dst)
+        self.set_params(overrides or {})
+        self.git("init", "-q")
+        self.git("add", "-A")
+        self.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.path / "params.yaml").read_text())
+
+    def set_params(self, overrides: dict) -> None:
+        data = self.params()
+        for section, values in overrides.items():
+            data[section].update(values)
+        (self.path / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def set(self, dotted: str, value) -> None:
+        section, key = dotted.split(".")
+        self.set_params({section: {key: value}})
+
+    def git(self, *args) -> str:
+        return subprocess.run(["git", *args], cwd=self.path, check=True, capture_output=True, text=True).stdout
+
+    def run(self, *args, check=True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(args), cwd=self.path, env=env(), capture_output=True, text=True)
+        if check and proc.returncode:
+            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def dvc(self, *args, check=True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *args, check=check)
+
+    def stage(self, name: str, check=False) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", f"stages.{name}", check=check)
+
+    def repro(self) -> list[str]:
+        """dvc repro -> the stages that actually ran, in order."""
+        out = self.dvc("repro").stdout
+        return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+
+    def status(self) -> dict:
+        return json.loads(self.dvc("status", "--json").stdout or "{}")
+
+    def read(self, rel: str) -> bytes:
+        return (self.path / rel).read_bytes()

@@ -1,0 +1,181 @@
+"""The DAG is params-precise: each key reruns exactly the stages that read it,
+no stage reads an undeclared key, and each stage's deps list its imports."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import params as P
+from tests.project import DIGITS, ROOT, Project
+
+STAGES = ("fetch", "prepare", "train", "evaluate", "plots")
+DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def declared_params(stage: str) -> set[str]:
+    return set(DVC_YAML[stage].get("params", []))
+
+
+def test_every_param_key_is_declared_by_exactly_one_stage():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = {f"{s}.{k}" for s, section in params.items() for k in section}
+    owners = {key: [s for s in STAGES if key in declared_params(s)] for key in keys}
+    assert {k: v for k, v in owners.items() if len(v) != 1} == {}
+    assert keys == {f"{s}.{k}" for s, rules in P.SCHEMA.items() for k in rules}
+
+
+def local_imports(module: str) -> set[str]:
+    """nn/ and stages/ files a module imports, transitively (as repo-relative paths)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        mod = todo.pop()
+        path = ROOT / (mod.replace(".", "/") + ".py")
+        rel = str(path.relative_to(ROOT))
+        if rel in seen or not path.exists():
+            continue
+        seen.add(rel)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            todo += [n for n in names if n.split(".")[0] in ("nn", "stages")]
+    return seen
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_deps_list_exactly_its_imports(stage):
+    code_deps = {d for d in DVC_YAML[stage]["deps"] if d.endswith(".py")}
+    assert code_deps == local_imports(f"stages.{stage}") - {"stages/__init__.py", "nn/__init__.py"}
+
+
+def test_each_stage_reads_exactly_the_keys_dvc_yaml_declares(tmp_path, monkeypatch):
+    """Run every stage in-process on digits and record which params keys it reads."""
+    import importlib
+
+    project = Project(tmp_path, DIGITS)
+    monkeypatch.chdir(project.path)
+    for stage in STAGES:
+        P.ACCESSED.clear()
+        importlib.import_module(f"stages.{stage}").main()
+        assert P.ACCESSED == declared_params(stage), stage
+
+
+# a different valid value for every key (dvc status only compares, nothing runs)
+CHANGES = {
+    "fetch.dataset": "fashion-mnist", "fetch.source": "/some/folder", "fetch.timeout": 31, "fetch.retries": 1,
+    "prepare.val_size": 150, "prepare.seed": 7,
+    "model.kind": "other", "model.hidden": [16], "model.activation": "tanh", "model.dropout": 0.3,
+    "train.epochs": 3, "train.batch_size": 16, "train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.5,
+    "train.weight_decay": 0.01, "train.schedule": "step", "train.warmup_epochs": 1, "train.step_epochs": 2,
+    "train.gamma": 0.5, "train.label_smoothing": 0.1, "train.shift": 1, "train.patience": 2, "train.seed": 5,
+    "train.device": "cpu",
+    "evaluate.batch_size": 100,
+    "plots.samples": 4, "plots.misclassified": 2, "plots.seed": 3, "plots.dpi": 60,
+}
+
+
+@pytest.fixture(scope="module")
+def ran_project(tmp_path_factory):
+    """The digits pipeline, run once through `dvc repro` in a git copy."""
+    project = Project(tmp_path_factory.mktemp("dag"), DIGITS)
+    assert project.repro() == list(STAGES)
+    project.git("add", "-A")
+    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run")
+    return project
+
+
+def test_second_repro_runs_nothing(ran_project):
+    assert ran_project.repro() == []
+    assert ran_project.status() == {}
+
+
+def test_changing_each_key_invalidates_only_its_stage(ran_project):
+    assert set(CHANGES) == {f"{s}.{k}" for s, rules in P.SCHEMA.items() for k in rules}
+    original = (ran_project.path / "params.yaml").read_text()
+    try:
+        for key, value in CHANGES.items():
+            ran_project.set(key, value)
+            changed = ran_project.status()
+            owner = [s for s in STAGES if key in declared_params(s)]
+            assert sorted(changed) == owner, key
+            (ran_project.path / "params.yaml").write_text(original)
+    finally:
+        (ran_project.path / "params.yaml").write_text(original)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("plots.seed", 11, ["plots"]),
+    ("evaluate.batch_size", 50, ["evaluate", "plots"]),
+    ("train.lr", 0.003, ["train", "evaluate", "plots"]),
+    ("prepare.seed", 43, ["prepare", "train", "evaluate", "plots"]),
+])
+def test_repro_reruns_exactly_the_dependent_stages(ran_project, key, value, expected):
+    original = (ran_project.path / "params.yaml").read_text()
+    try:
+        ran_project.set(key, value)
+        assert ran_project.repro() == expected
+    finally:
+        (ran_project.path / "params.yaml").write_text(original)
+        ran_project.repro()
+
+
+def test_switching_the_source_reruns_fetch_only(ran_project, tmp_path):
+    """Same data from a local folder of re-compressed files: fetch reruns, nothing after it."""
+    import gzip
+
+    raw = ran_project.path / "data" / "raw"
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    for name, data in before.items():
+        if name != "dataset.json":
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1, mtime=12345))
+    original = (ran_project.path / "params.yaml").read_text()
+    try:
+        ran_project.set("fetch.source", str(folder))
+        assert ran_project.repro() == ["fetch"]
+        assert {p.name: p.read_bytes() for p in raw.iterdir()} == before
+    finally:
+        (ran_project.path / "params.yaml").write_text(original)
+        ran_project.repro()
+
+
+def test_dvc_commands_work(ran_project):
+    metrics = json.loads(ran_project.dvc("metrics", "show", "--json").stdout)
+    assert json.dumps(metrics).count("accuracy") >= 1
+    assert "test.accuracy" in ran_project.dvc("metrics", "show").stdout
+    ran_project.dvc("metrics", "diff")
+    ran_project.set("train.lr", 0.004)
+    try:
+        diff = ran_project.dvc("params", "diff").stdout
+        assert "train.lr" in diff and "0.004" in diff
+    finally:
+        ran_project.git("checkout", "params.yaml")
+    out = ran_project.dvc("plots", "show", "-o", "plots_html").stdout
+    assert (ran_project.path / "plots_html" / "index.html").exists(), out
+
+
+def test_outputs_are_where_the_readme_says(ran_project):
+    for rel in ["data/raw/train-images-idx3-ubyte", "data/prepared/train.npz", "models/model.npz",
+                "reports/metrics.json", "reports/train/history.json", "reports/confusion.json",
+                "reports/report.md", *(f"reports/figures/{n}.png" for n in
+                                       ("predictions", "misclassified", "confusion_matrix", "training_curves"))]:
+        assert (ran_project.path / rel).is_file(), rel
+    metrics = json.loads(ran_project.read("reports/metrics.json"))
+    assert set(metrics["test"]) >= {"accuracy", "loss", "macro_f1"}
+    assert metrics["test"]["accuracy"] > 0.8
+    assert len(metrics["per_class"]) == 10
+    history = json.loads(ran_project.read("reports/train/history.json"))
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
+    confusion = json.loads(ran_project.read("reports/confusion.json"))
+    assert len(confusion) == 360 and set(confusion[0]) == {"actual", "predicted"}
+    assert os.path.getsize(ran_project.path / "reports/figures/predictions.png") > 1000
