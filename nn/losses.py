@@ -38,24 +38,16 @@ class SoftmaxCrossEntropy:
         n, c = logits.shape
         log_probs = log_softmax(xp, logits)
         self.probs = xp.exp(log_probs)
-        self.labels = labels
-        rows = xp.arange(n)
-        picked = log_probs[rows, labels]
+        # the target distribution: one-hot (no scatter, so few kernel launches on a GPU)
+        target = (labels[:, None] == xp.arange(c)).astype(logits.dtype)
         if self.smoothing:
-            s = self.smoothing
-            loss = -((1 - s) * picked.sum() + (s / c) * log_probs.sum()) / n
-        else:
-            loss = -picked.sum() / n
-        return loss
+            target *= logits.dtype.type(1 - self.smoothing)
+            target += logits.dtype.type(self.smoothing / c)
+        self.target = target
+        return -(target * log_probs).sum() / n
 
     def backward(self):
-        xp = self.backend.xp
-        n, c = self.probs.shape
-        grad = self.probs.copy()
-        if self.smoothing:
-            grad -= grad.dtype.type(self.smoothing / c)
-            grad[xp.arange(n), self.labels] -= grad.dtype.type(1 - self.smoothing)
-        else:
-            grad[xp.arange(n), self.labels] -= 1
+        n = self.probs.shape[0]
+        grad = self.probs - self.target
         grad *= grad.dtype.type(1.0 / n)
         return grad

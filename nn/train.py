@@ -69,19 +69,21 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
         perm = rng.permutation(n)
         x_epoch = random_shift(x_train[perm], opts.shift, rng)
         xd, yd = backend.to_device(x_epoch), backend.to_device(y_train[perm].astype(np.intp))
-        loss_sum, correct = 0.0, 0
+        batch_losses = backend.xp.zeros(steps, dtype=model.dtype)  # summed once per epoch
+        predicted = backend.xp.empty(n, dtype=np.intp)
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{opts.epochs}", leave=False,
                    disable=None if opts.progress is None else not opts.progress)
         for b in bar:
             t = (epoch - 1) * steps + b
-            xb, yb = model.prepare(xd[b * bs:(b + 1) * bs]), yd[b * bs:(b + 1) * bs]
-            logits = model.forward(xb, training=True, rng=rng)
-            loss = loss_fn.forward(logits, yb)
+            rows = slice(b * bs, (b + 1) * bs)
+            logits = model.forward(model.prepare(xd[rows]), training=True, rng=rng)
+            batch_losses[b] = loss_fn.forward(logits, yd[rows])
             model.backward(loss_fn.backward())
             optimizer.step(schedule(t))
-            loss_sum = loss_sum + loss * len(yb)
-            correct = correct + (logits.argmax(axis=1) == yb).sum()
-        train_loss = float(loss_sum) / n  # the epoch's one device->host sync
+            predicted[rows] = logits.argmax(axis=1)
+        sizes = np.full(steps, bs)
+        sizes[-1] = n - bs * (steps - 1)
+        train_loss = float(backend.to_host(batch_losses) @ sizes) / n  # the epoch's device->host sync
         seconds = time.perf_counter() - start
         chance = math.log(model.output_shape[-1])  # the loss of a uniform guess
         if not math.isfinite(train_loss) or train_loss > DIVERGED * chance:
@@ -90,7 +92,7 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
                 f"scores {chance:.3g}); try a lower learning rate")
         val_loss, val_acc = evaluate(model, loss_fn, x_val, y_val)
         record = {"epoch": epoch, "lr": schedule(t), "train_loss": train_loss,
-                  "train_acc": int(correct) / n, "val_loss": val_loss, "val_acc": val_acc,
+                  "train_acc": int((predicted == yd).sum()) / n, "val_loss": val_loss, "val_acc": val_acc,
                   "seconds": seconds}
         history.append(record)
         if log:
