@@ -134,6 +134,13 @@ def _read(path: Path) -> dict:
     return data
 
 
+def _suggest(key: str, known) -> list[str]:
+    """The known key a typo most likely meant: a close spelling, else a shared prefix."""
+    return (difflib.get_close_matches(key, known, n=1)
+            or sorted((k for k in known if key.startswith(k) or k.startswith(key)), key=len, reverse=True)[:1]
+            or difflib.get_close_matches(key, known, n=1, cutoff=0.4))
+
+
 def validate(name: str, values, path: Path = PARAMS_FILE) -> dict:
     """Check one section against SCHEMA; return it unchanged or raise ParamsError."""
     rules = SCHEMA[name]
@@ -141,7 +148,7 @@ def validate(name: str, values, path: Path = PARAMS_FILE) -> dict:
         raise ParamsError(f"{path}: section '{name}' is missing or not a mapping")
     for key in values:
         if key not in rules:
-            close = difflib.get_close_matches(str(key), rules, n=1)
+            close = _suggest(str(key), rules)
             hint = f" (did you mean {name}.{close[0]}?)" if close else f"; known keys: {', '.join(rules)}"
             raise ParamsError(f"{path}: unknown key {name}.{key}{hint}")
     for key, (check, expectation) in rules.items():

@@ -33,8 +33,12 @@ def env() -> dict:
 
 
 class Project:
-    def __init__(self, path: Path, overrides: dict | None = None) -> None:
+    def __init__(self, path: Path, overrides: dict | None = None, like: Project | None = None) -> None:
+        """A fresh copy of the repo at `path` - or, with `like`, a copy of that project's tree."""
         self.path = path
+        if like is not None:
+            shutil.copytree(like.path, path, dirs_exist_ok=True, symlinks=True)
+            return
         for name in COPY:
             src = ROOT / name
             dst = path / name

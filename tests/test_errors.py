@@ -1,0 +1,266 @@
+"""Bad input gets one clear line, exit != 0, no traceback, and nothing that looks valid.
+Crashes leave old outputs intact or absent; reruns give the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.project import DIGITS, Project, env
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A digits project with data/raw and data/prepared made."""
+    project = Project(tmp_path_factory.mktemp("base"), DIGITS)
+    for stage in ("fetch", "prepare"):
+        assert project.stage(stage).returncode == 0
+    return project
+
+
+@pytest.fixture
+def project(base, tmp_path):
+    return Project(tmp_path / "p", like=base)
+
+
+def assert_clean_failure(proc, *patterns):
+    """Exit != 0; exactly one 'error:' line, containing each pattern; no traceback."""
+    err = proc.stderr
+    assert proc.returncode != 0, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    for pattern in patterns:
+        assert pattern in lines[0], lines[0]
+    return lines[0]
+
+
+# -- params: validated before any work starts ------------------------------------
+@pytest.mark.parametrize("key,value,patterns", [
+    ("train.lr", -1, ["params.yaml", "train.lr must be a number > 0", "-1"]),
+    ("train.lr", 0, ["train.lr must be a number > 0"]),
+    ("train.epochs", 0, ["train.epochs must be an integer >= 1"]),
+    ("train.batch_size", 0, ["train.batch_size must be an integer >= 1"]),
+    ("model.dropout", 1.0, ["model.dropout must be a number in [0, 1)"]),
+    ("model.dropout", -0.1, ["model.dropout"]),
+    ("model.activation", "swish", ["model.activation must be one of relu"]),
+    ("train.optimizer", "rmsprop", ["train.optimizer must be one of sgd, adam, adamw"]),
+    ("model.hidden", [128, 0], ["model.hidden must be a list of positive integers"]),
+    ("model.hidden", 128, ["model.hidden must be a list of positive integers"]),
+    ("train.lr", "fast", ["train.lr must be a number", "'fast'"]),
+    ("train.epochs", 2.5, ["train.epochs must be an integer"]),
+    ("train.device", "tpu", ["train.device must be one of auto, cpu, gpu"]),
+])
+def test_bad_train_params(project, key, value, patterns):
+    for f in ("train.npz", "val.npz"):  # prove validation comes before reading any data
+        (project.path / "data/prepared" / f).unlink()
+    project.set(key, value)
+    assert_clean_failure(project.stage("train"), *patterns)
+    assert not (project.path / "models/model.npz").exists()
+
+
+def test_unknown_key_suggests_the_right_one(project):
+    params = project.params()
+    params["train"]["lr_rate"] = 0.1
+    (project.path / "params.yaml").write_text(json.dumps(params))  # JSON is YAML too
+    assert_clean_failure(project.stage("train"), "unknown key train.lr_rate", "did you mean train.lr?")
+
+
+def test_missing_key(project):
+    params = project.params()
+    del params["train"]["seed"]
+    (project.path / "params.yaml").write_text(json.dumps(params))
+    assert_clean_failure(project.stage("train"), "missing key train.seed")
+
+
+def test_missing_section(project):
+    params = project.params()
+    del params["plots"]
+    (project.path / "params.yaml").write_text(json.dumps(params))
+    assert_clean_failure(project.stage("plots"), "section 'plots' is missing")
+
+
+def test_broken_yaml(project):
+    (project.path / "params.yaml").write_text("train: [unclosed\n")
+    assert_clean_failure(project.stage("train"), "params.yaml: not valid YAML")
+
+
+def test_gpu_forced_without_gpu(project):
+    pytest.importorskip("numpy")
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("cupy is importable here; this case is covered by tests/test_backend.py")
+    except ImportError:
+        pass
+    project.set("train.device", "gpu")
+    assert_clean_failure(project.stage("train"), "train.device", "no GPU is usable", "auto or cpu")
+    assert not (project.path / "models/model.npz").exists()
+
+
+# -- fetch --------------------------------------------------------------------
+def test_unknown_dataset(project):
+    project.set("fetch.dataset", "cifar")
+    assert_clean_failure(project.stage("fetch"), "fetch.dataset must be one of mnist, fashion-mnist, digits")
+
+
+@pytest.mark.parametrize("make,pattern", [
+    (lambda d: None, "no such folder"),
+    (lambda d: d.mkdir(), "missing train-images-idx3-ubyte"),
+])
+def test_fetch_from_a_bad_folder_leaves_no_data(project, tmp_path, make, pattern):
+    import shutil
+
+    shutil.rmtree(project.path / "data/raw")
+    folder = tmp_path / "src"
+    make(folder)
+    project.set("fetch.source", str(folder))
+    line = assert_clean_failure(project.stage("fetch"), "every source failed", pattern)
+    assert str(folder) in line
+    assert not (project.path / "data/raw").exists()
+
+
+# -- prepare ------------------------------------------------------------------
+def corrupt(project, name, edit):
+    path = project.path / "data/raw" / name
+    path.write_bytes(edit(path.read_bytes()))
+    for f in ("train.npz", "val.npz", "test.npz"):
+        (project.path / "data/prepared" / f).unlink()
+
+
+@pytest.mark.parametrize("name,edit,pattern", [
+    ("train-images-idx3-ubyte", lambda b: b"\x01\x02" + b[2:], "not an idx file (bad magic number"),
+    ("train-images-idx3-ubyte", lambda b: b[:-7], "header says shape"),
+    ("t10k-images-idx3-ubyte", lambda b: b + b"\x00" * 64, "header says shape"),
+    ("train-labels-idx1-ubyte", lambda b: b[:4] + (int.from_bytes(b[4:8], "big") - 3).to_bytes(4, "big")
+     + b[8:-3], "labels for"),
+    ("t10k-labels-idx1-ubyte", lambda b: b[:-1] + b"\x0c", "label 12 is out of range"),
+])
+def test_damaged_idx_files(project, name, edit, pattern):
+    corrupt(project, name, edit)
+    line = assert_clean_failure(project.stage("prepare"), pattern)
+    assert "data/raw" in line
+    assert not list((project.path / "data/prepared").glob("*.npz"))
+
+
+@pytest.mark.parametrize("val_size,pattern", [(0, "prepare.val_size must be a count >= 1"),
+                                              (-5, "prepare.val_size"),
+                                              (1.5, "prepare.val_size must be a count >= 1 or a fraction"),
+                                              (1437, "it must leave between 1 and"),
+                                              (5000, "prepare.val_size gives 5000")])
+def test_impossible_split(project, val_size, pattern):
+    for f in ("train.npz", "val.npz", "test.npz"):
+        (project.path / "data/prepared" / f).unlink()
+    project.set("prepare.val_size", val_size)
+    assert_clean_failure(project.stage("prepare"), pattern)
+    assert not list((project.path / "data/prepared").glob("*.npz"))
+
+
+# -- train --------------------------------------------------------------------
+def test_divergence_stops_without_a_model(project):
+    project.set_params({"train": {"lr": 1000.0, "optimizer": "sgd", "momentum": 0.9, "warmup_epochs": 0}})
+    assert_clean_failure(project.stage("train"), "train.lr = 1000.0", "diverged", "lower learning rate",
+                         "no model was written")
+    assert not (project.path / "models/model.npz").exists()
+
+
+# -- model file ---------------------------------------------------------------
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("content,pattern", [
+    (lambda m: pickle.dumps(Payload(str(m))), "not a model file"),
+    (lambda m: b"PK\x03\x04 truncated", "not a readable model file"),
+    (lambda m: b"", "not a"),
+])
+def test_bad_model_file(project, tmp_path, content, pattern):
+    marker = tmp_path / "payload-ran"
+    (project.path / "models").mkdir(exist_ok=True)
+    (project.path / "models/model.npz").write_bytes(content(marker))
+    assert_clean_failure(project.stage("evaluate"), "models/model.npz", pattern)
+    assert not marker.exists()
+    assert not (project.path / "reports/metrics.json").exists()
+
+
+# -- crash safety ---------------------------------------------------------------
+SLOW_RENAME = ("import os, runpy, time\n"
+               "real = os.replace\n"
+               "def slow(*a, **k):\n"
+               "    time.sleep(60)\n"
+               "    return real(*a, **k)\n"
+               "os.replace = slow\n"
+               "runpy.run_module('stages.{stage}', run_name='__main__')\n")
+
+
+def test_sigkill_while_writing_leaves_old_output_intact_and_repro_recovers(base, tmp_path):
+    project = Project(tmp_path / "k", like=base)
+    assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]  # no dvc.lock yet
+    model = project.path / "models/model.npz"
+    before = model.read_bytes()
+    project.set("train.seed", 99)  # the next train writes a different model
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RENAME.format(stage="train")], cwd=project.path,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list((project.path / "models").glob(".model.npz.*.tmp")):  # the new model is written ...
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # ... but not yet renamed into place
+    proc.wait()
+    assert model.read_bytes() == before  # the old model, whole
+    from nn import serialize
+
+    serialize.load(model)
+    assert project.repro() == ["train", "evaluate", "plots"]  # dvc sees the change and recovers
+    assert model.read_bytes() != before
+    serialize.load(model)
+
+
+def test_failing_stage_exit_code_propagates_through_dvc_repro(base, tmp_path):
+    project = Project(tmp_path / "r", like=base)
+    project.set("train.lr", -1)
+    proc = project.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert "error: params.yaml: train.lr must be a number > 0 (got -1)" in proc.stderr + proc.stdout
+
+
+# -- reproducibility ------------------------------------------------------------
+OUTPUTS = ["data/prepared/train.npz", "data/prepared/val.npz", "data/prepared/test.npz", "models/model.npz",
+           "reports/train/history.json", "reports/confusion.json", "data/predictions/test.npz",
+           "reports/report.md", "reports/figures/predictions.png", "reports/figures/misclassified.png",
+           "reports/figures/confusion_matrix.png", "reports/figures/training_curves.png"]
+
+
+def run_all(project):
+    for stage in ("prepare", "train", "evaluate", "plots"):
+        proc = project.stage(stage)
+        assert proc.returncode == 0, proc.stderr
+    outputs = {rel: project.read(rel) for rel in OUTPUTS}
+    metrics = json.loads(project.read("reports/metrics.json"))
+    metrics.pop("train")  # the timings: a cache: false metric
+    return outputs, metrics
+
+
+def test_rerun_gives_identical_bytes_and_a_new_seed_does_not(base, tmp_path):
+    a = Project(tmp_path / "a", like=base)
+    b = Project(tmp_path / "b", like=base)
+    first, second = run_all(a), run_all(b)
+    assert first[1] == second[1]
+    for rel in OUTPUTS:
+        assert first[0][rel] == second[0][rel], rel
+    b.set("train.seed", 1)
+    third = run_all(b)
+    changed = {rel for rel in OUTPUTS if third[0][rel] != first[0][rel]}
+    assert {"models/model.npz", "reports/train/history.json"} <= changed
+    assert "data/prepared/train.npz" not in changed  # a train key leaves prepare's output alone
