@@ -34,3 +34,36 @@ def test_a_local_folder_of_recompressed_files_gives_the_same_bytes(mnist_project
     for name, data in original.items():  # a different compressor setting: other .gz bytes, same content
         (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1, mtime=1))
     assert F.fetch(MNIST, str(tmp_path), 5, 0)[0] == original
+
+
+def test_predict_agrees_with_the_model_on_transformed_test_digits(mnist_project, tmp_path):
+    """Test digits saved as large, inverted, padded, off-centre PNGs get the model's own answer."""
+    import numpy as np
+    from PIL import Image
+
+    from nn import serialize
+    from stages.predict import main
+
+    model = serialize.load(mnist_project.path / "models/model.npz")
+    with np.load(mnist_project.path / "data/prepared/test.npz") as npz:
+        x = npz["x"][:300]
+    probs = model.predict_proba(x)
+    confident = np.flatnonzero(probs.max(axis=1) > 0.95)[:25]
+    paths = []
+    for k, i in enumerate(confident):
+        big = np.asarray(Image.fromarray(x[i]).resize((84, 84), Image.BILINEAR))
+        canvas = np.zeros((130, 110), np.uint8)
+        top, left = 5 + (k * 7) % 40, 3 + (k * 11) % 20  # off-centre, different for each image
+        canvas[top:top + 84, left:left + 84] = big
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(255 - canvas).save(path)  # dark ink on white paper
+        paths.append(path)
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main([*map(str, paths), "--model", str(mnist_project.path / "models/model.npz"), "--json"])
+    got = [int(r["top"][0]["class"]) for r in json.loads(out.getvalue())]
+    assert len(got) == 25
+    assert got == list(probs[confident].argmax(axis=1))

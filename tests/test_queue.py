@@ -1,0 +1,62 @@
+"""An experiment sweep through the DVC queue, on the bundled digits."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.project import DIGITS, Project
+
+
+def experiments(show: list) -> list[dict]:
+    """(name, train.lr, test accuracy) of every experiment in `dvc exp show --json`."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and "params" in data and node.get("name") and node.get("rev") != "workspace":
+                params = data["params"]["params.yaml"]["data"]
+                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
+                found.append({"name": node["name"], "lr": params["train"]["lr"],
+                              "accuracy": metrics.get("test", {}).get("accuracy")})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(show)
+    return found
+
+
+def test_queue_two_experiments_and_read_both(tmp_path):
+    project = Project(tmp_path / "q", DIGITS)
+    project.repro()
+    project.git("add", "-A")
+    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run")
+    project.dvc("exp", "run", "--queue", "-S", "train.lr=0.001,0.005")
+    # the workers outlive `dvc queue start`: give them a log file, not our pipes
+    import subprocess
+    import sys
+
+    from tests.project import env
+
+    with open(tmp_path / "queue.log", "w") as log:
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=project.path, env=env(),
+                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True)
+    deadline = time.time() + 300
+    while True:
+        status = project.dvc("queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.time() < deadline, status
+        time.sleep(2)
+    assert "Failed" not in status, project.dvc("queue", "logs", status.split()[-1], check=False).stdout
+    project.dvc("queue", "stop", check=False)
+    runs = experiments(json.loads(project.dvc("exp", "show", "--json").stdout))
+    by_lr = {r["lr"]: r for r in runs}
+    assert {0.001, 0.005} <= set(by_lr), runs
+    for lr in (0.001, 0.005):
+        assert by_lr[lr]["accuracy"] is not None and by_lr[lr]["accuracy"] > 0.5, runs
+    assert by_lr[0.001]["name"] != by_lr[0.005]["name"]
