@@ -22,19 +22,14 @@ import numpy as np
 
 from nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from nn.backend import CPU, Backend
+from nn.conv import Conv2D, MaxPool2D, Reshape
 from nn.layers import Dense, Dropout, Flatten, Layer
 from nn.losses import softmax
 
 LAYERS: dict[str, type[Layer]] = {
-    cls.kind: cls for cls in (Dense, Dropout, Flatten, ReLU, LeakyReLU, Sigmoid, Tanh)
+    cls.kind: cls for cls in (Dense, Dropout, Flatten, ReLU, LeakyReLU, Sigmoid, Tanh, Conv2D, MaxPool2D, Reshape)
 }
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-
-
-def register(cls: type[Layer]) -> type[Layer]:
-    """Add a layer class to the registry (used by nn.conv)."""
-    LAYERS[cls.kind] = cls
-    return cls
 
 
 def mlp_spec(input_shape, hidden, activation="relu", dropout=0.0, n_classes=10) -> dict:

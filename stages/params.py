@@ -76,7 +76,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "seed": _int(0),
     },
     "model": {
-        "kind": _choice("mlp"),
+        "kind": _choice("mlp", "cnn"),
+        "channels": _int_list(1),
         "hidden": _int_list(),
         "activation": _choice("relu", "leaky_relu", "sigmoid", "tanh"),
         "dropout": _float(0, 1, text="must be a number in [0, 1)"),

@@ -14,6 +14,7 @@ import numpy as np
 
 from nn import serialize
 from nn.backend import BackendError, select
+from nn.conv import cnn_spec
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential, mlp_spec
 from nn.optim import OPTIMIZERS, SCHEDULES
@@ -24,8 +25,15 @@ from stages.common import DATA_PREPARED, HISTORY, MODEL, TIMING, StageError, loa
 
 def model_spec(pm, input_shape, classes, x_train) -> dict:
     """The model section of params.yaml -> a Sequential spec (with its normalisation)."""
-    spec = mlp_spec(input_shape, pm["hidden"], pm["activation"], pm["dropout"], len(classes))
-    spec["kind"] = pm["kind"]
+    kind, channels, hidden, dropout = pm["kind"], pm["channels"], pm["hidden"], pm["dropout"]
+    activation = pm["activation"]
+    if kind == "cnn":
+        if activation != "relu":
+            raise StageError(f"params.yaml: model.activation {activation!r}: the cnn uses relu; set it to relu")
+        spec = cnn_spec(input_shape, channels, hidden, dropout, len(classes))
+    else:
+        spec = mlp_spec(input_shape, hidden, activation, dropout, len(classes))
+    spec["kind"] = kind
     std = float(x_train.std()) or 1.0
     spec["normalize"] = {"mean": round(float(x_train.mean()), 6), "std": round(std, 6)}
     spec["classes"] = list(classes)

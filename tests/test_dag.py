@@ -72,7 +72,7 @@ def test_each_stage_reads_exactly_the_keys_dvc_yaml_declares(tmp_path, monkeypat
 CHANGES = {
     "fetch.dataset": "fashion-mnist", "fetch.source": "/some/folder", "fetch.timeout": 31, "fetch.retries": 1,
     "prepare.val_size": 150, "prepare.seed": 7,
-    "model.kind": "other", "model.hidden": [16], "model.activation": "tanh", "model.dropout": 0.3,
+    "model.kind": "cnn", "model.channels": [4], "model.hidden": [16], "model.activation": "tanh", "model.dropout": 0.3,
     "train.epochs": 3, "train.batch_size": 16, "train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.5,
     "train.weight_decay": 0.01, "train.schedule": "step", "train.warmup_epochs": 1, "train.step_epochs": 2,
     "train.gamma": 0.5, "train.label_smoothing": 0.1, "train.shift": 1, "train.patience": 2, "train.seed": 5,

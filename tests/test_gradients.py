@@ -74,10 +74,24 @@ LAYER_CASES = [
     ({"kind": "leaky_relu", "alpha": 0.1}, (6,)),
     ({"kind": "sigmoid"}, (6,)),
     ({"kind": "tanh"}, (6,)),
+    ({"kind": "reshape", "shape": [3, 2, 1]}, (6,)),
+    ({"kind": "conv2d", "filters": 3, "kernel": 3, "stride": 1, "padding": 0}, (5, 5, 2)),
+    ({"kind": "conv2d", "filters": 2, "kernel": 3, "stride": 1, "padding": 1}, (4, 5, 1)),
+    ({"kind": "conv2d", "filters": 4, "kernel": 3, "stride": 2, "padding": 1}, (6, 5, 3)),
+    ({"kind": "conv2d", "filters": 2, "kernel": 2, "stride": 2, "padding": 0}, (6, 6, 4)),
+    ({"kind": "maxpool2d", "size": 2}, (4, 4, 3)),
+    ({"kind": "maxpool2d", "size": 2}, (5, 7, 2)),
+    ({"kind": "maxpool2d", "size": 3}, (6, 6, 1)),
 ]
 
 
-@pytest.mark.parametrize("cfg,in_shape", LAYER_CASES, ids=[c[0]["kind"] for c in LAYER_CASES])
+def case_id(case):
+    cfg, shape = case
+    extra = "-".join(f"{k[0]}{v}" for k, v in cfg.items() if k not in ("kind", "shape", "init"))
+    return f"{cfg['kind']}-{'x'.join(map(str, shape))}{'-' + extra if extra else ''}"
+
+
+@pytest.mark.parametrize("cfg,in_shape", LAYER_CASES, ids=[case_id(c) for c in LAYER_CASES])
 def test_layer_gradients(cfg, in_shape, backend, rng):
     check_layer(cfg, in_shape, backend, rng)
 
@@ -133,3 +147,27 @@ def test_whole_model_gradient(backend, rng):
     got = backend.to_host(model.grads_flat).copy()
     expected = numeric_grad(lambda: loss.forward(model.forward(x), y), model.params_flat)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_maxpool_ties_go_to_the_first_maximum(backend, rng):
+    _, layer = single_layer({"kind": "maxpool2d", "size": 2}, (2, 2, 1), backend, rng)
+    x = backend.xp.ones((1, 2, 2, 1))
+    assert float(layer.forward(x).reshape(-1)[0]) == 1.0
+    grad = backend.to_host(layer.backward(backend.xp.full((1, 1, 1, 1), 5.0)))
+    np.testing.assert_array_equal(grad.reshape(-1), [5.0, 0.0, 0.0, 0.0])
+
+
+def test_cnn_model_gradient(backend, rng):
+    """A whole small CNN: conv -> relu -> pool -> flatten -> dense, against central differences."""
+    from nn.conv import cnn_spec
+
+    model = Sequential(cnn_spec((6, 6), [2], [5]), backend=backend, dtype=np.float64)
+    model.init_params(rng)
+    xp = backend.xp
+    x, y = xp.asarray(away_from_kinks(rng, (3, 6, 6))), xp.asarray(rng.integers(0, 10, 3))
+    loss = SoftmaxCrossEntropy(backend)
+    loss.forward(model.forward(x), y)
+    model.backward(loss.backward())
+    got = backend.to_host(model.grads_flat).copy()
+    expected = numeric_grad(lambda: loss.forward(model.forward(x), y), model.params_flat)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
