@@ -1,9 +1,11 @@
-"""Seconds per epoch of the 784-256-128-10 MLP, batch 128, float32: this project
-against PyTorch (CPU, where importable) and scikit-learn's MLPClassifier, in one run.
+"""Seconds per epoch of the 784-256-128-10 MLP (or, with --net cnn, the CNN
+conv32-pool-conv64-pool-fc128-10), batch 128, float32: this project against
+PyTorch (CPU, where importable) and scikit-learn's MLPClassifier (MLP only), in one run.
 
     python benchmarks/mlp_epoch.py                 # all contenders, 5 epochs each
     python benchmarks/mlp_epoch.py --epochs 3 --only ours-adam torch-adam
     python benchmarks/mlp_epoch.py --device gpu    # this project on CuPy
+    python benchmarks/mlp_epoch.py --net cnn --epochs 3 --only ours-adam torch-adam
 
 Each contender runs in its own process (so its peak RSS is its own). Data: the
 pipeline's data/prepared/{train,test}.npz when present (then test accuracy is
@@ -28,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 HIDDEN = (256, 128)
+CHANNELS, CNN_HIDDEN = (32, 64), (128,)
 BATCH, LR, MOMENTUM_LR = 128, 1e-3, 0.05
 CONTENDERS = ("ours-adam", "ours-sgd", "torch-adam", "torch-sgd", "sklearn-adam")
 
@@ -43,12 +46,24 @@ def load_data():
     return x[:60000], y[:60000], x[60000:], y[60000:], "random MNIST-sized (run dvc repro for real data)"
 
 
-def epoch_gflop(n: int) -> float:
-    """Forward 2*in*out per layer and sample; backward 2x that, minus the first layer's
+def layer_macs(net: str) -> list[int]:
+    """Multiply-adds per sample of each parametrised layer, in order."""
+    if net == "mlp":
+        sizes = (784, *HIDDEN, 10)
+        return [a * b for a, b in zip(sizes, sizes[1:])]
+    macs, side, c = [], 28, 1
+    for f in CHANNELS:  # 3x3 same-padding conv, then 2x2 pool
+        macs.append(side * side * 9 * c * f)
+        side, c = side // 2, f
+    sizes = (side * side * c, *CNN_HIDDEN, 10)
+    return macs + [a * b for a, b in zip(sizes, sizes[1:])]
+
+
+def epoch_gflop(n: int, net: str) -> float:
+    """Forward 2 flops per multiply-add; backward twice that, minus the first layer's
     input gradient, which nobody computes."""
-    sizes = (784, *HIDDEN, 10)
-    macs = sum(a * b for a, b in zip(sizes, sizes[1:]))
-    return n * (6 * macs - 2 * sizes[0] * sizes[1]) / 1e9
+    macs = layer_macs(net)
+    return n * (6 * sum(macs) - 2 * macs[0]) / 1e9
 
 
 def sgemm_peak() -> float:
@@ -64,15 +79,16 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def run_ours(opt_name, epochs, device, data):
+def run_ours(opt_name, epochs, device, data, net):
     from nn.backend import select
+    from nn.conv import cnn_spec
     from nn.model import Sequential, mlp_spec
     from nn.optim import OPTIMIZERS, Constant
     from nn.train import FitOptions, fit
 
     x, y, xt, yt = data
     backend = select(device)
-    spec = mlp_spec((28, 28), list(HIDDEN))
+    spec = mlp_spec((28, 28), list(HIDDEN)) if net == "mlp" else cnn_spec((28, 28), CHANNELS, CNN_HIDDEN)
     spec["normalize"] = {"mean": float(x.mean()), "std": float(x.std())}
     model = Sequential(spec, backend=backend)
     rng = np.random.default_rng(0)
@@ -85,7 +101,25 @@ def run_ours(opt_name, epochs, device, data):
     return [r["seconds"] for r in history], float((model.predict(xt) == yt).mean())
 
 
-def run_torch(opt_name, epochs, data):
+def torch_net(net):
+    import torch
+
+    layers = []
+    if net == "cnn":
+        c = 1
+        for f in CHANNELS:
+            layers += [torch.nn.Conv2d(c, f, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+            c = f
+        layers.append(torch.nn.Flatten())
+        sizes = (49 * c, *CNN_HIDDEN, 10)
+    else:
+        sizes = (784, *HIDDEN, 10)
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def run_torch(opt_name, epochs, data, net):
     import torch
 
     torch.manual_seed(0)
@@ -93,15 +127,13 @@ def run_torch(opt_name, epochs, data):
     x, y, xt, yt = data
     mean, std = float(x.mean()), float(x.std())
 
+    shape = (-1,) if net == "mlp" else (1, 28, 28)
+
     def prep(a):
-        return (torch.from_numpy(a.reshape(len(a), -1).astype(np.float32)) - mean) / std
+        return (torch.from_numpy(a.reshape(len(a), *shape).astype(np.float32)) - mean) / std
 
     xs, ys, xts = prep(x), torch.from_numpy(y.astype(np.int64)), prep(xt)
-    sizes = (784, *HIDDEN, 10)
-    layers = []
-    for a, b in zip(sizes, sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    net = torch.nn.Sequential(*layers[:-1])
+    net = torch_net(net)
     opt = (torch.optim.Adam(net.parameters(), lr=LR) if opt_name == "adam"
            else torch.optim.SGD(net.parameters(), lr=MOMENTUM_LR, momentum=0.9))
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -140,14 +172,14 @@ def run_sklearn(epochs, data):
     return times, acc
 
 
-def child(name, epochs, device):
+def child(name, epochs, device, net):
     x, y, xt, yt, _ = load_data()
     data = (x, y, xt, yt)
     family, opt = name.split("-")
     if family == "ours":
-        times, acc = run_ours(opt, epochs, device, data)
+        times, acc = run_ours(opt, epochs, device, data, net)
     elif family == "torch":
-        times, acc = run_torch(opt, epochs, data)
+        times, acc = run_torch(opt, epochs, data, net)
     else:
         times, acc = run_sklearn(epochs, data)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
@@ -160,16 +192,20 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--only", nargs="*", choices=CONTENDERS)
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="for this project's runs")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mlp_cpu"))
+    ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
+    ap.add_argument("--out", help="report path without suffix (default benchmarks/results/<net>_<device>)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return child(args.child, args.epochs, args.device)
+        return child(args.child, args.epochs, args.device, args.net)
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.net}_{args.device}")
 
     _, _, _, _, source = load_data()
     peak = sgemm_peak()
     rows = []
     for name in args.only or CONTENDERS:
+        if name.startswith("sklearn") and args.net == "cnn":
+            continue
         if name.startswith("torch"):
             try:
                 import torch  # noqa: F401
@@ -177,11 +213,11 @@ def main(argv=None):
                 print(f"skip {name}: torch is not importable", file=sys.stderr)
                 continue
         cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs),
-               "--device", args.device]
+               "--device", args.device, "--net", args.net]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"done {name}", file=sys.stderr)
-    gflop = epoch_gflop(rows[0]["n_train"]) if rows else 0.0
+    gflop = epoch_gflop(rows[0]["n_train"], args.net) if rows else 0.0
     for r in rows:
         t = r["epoch_seconds"][1:] or r["epoch_seconds"]  # the first epoch warms up
         r.update(min_s=min(t), median_s=statistics.median(t))
@@ -194,9 +230,11 @@ def main(argv=None):
                 r[f"vs_{ref}"] = r["median_s"] / by_name[ref]["median_s"]
     meta = {"command": "python benchmarks/mlp_epoch.py " + " ".join(argv or sys.argv[1:]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-            "data": source, "epochs": args.epochs, "net": "784-256-128-10 ReLU", "batch": BATCH,
+            "data": source, "epochs": args.epochs,
+            "net": {"mlp": "784-256-128-10 ReLU", "cnn": "conv32-pool-conv64-pool-fc128-10 ReLU"}[args.net],
+            "batch": BATCH,
             "sgemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device}
-    write_report(Path(args.out), meta, rows)
+    write_report(out, meta, rows)
 
 
 def write_report(out: Path, meta: dict, rows: list[dict]) -> None:

@@ -132,21 +132,31 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(backend):
     assert np.all(np.isfinite(backend.to_host(loss.backward())))
 
 
-def test_whole_model_gradient(backend, rng):
-    """A small MLP end to end: the flat gradient buffer matches central differences."""
-    from nn.model import mlp_spec
-
-    spec = mlp_spec((3, 2), [5, 4], activation="tanh")
+def check_model_gradient(spec, x, backend, rng, rtol):
+    """A whole model: the flat gradient buffer after backward matches central differences."""
     model = Sequential(spec, backend=backend, dtype=np.float64)
     model.init_params(rng)
-    xp = backend.xp
-    x, y = xp.asarray(rng.normal(size=(6, 3, 2))), xp.asarray(rng.integers(0, 10, 6))
+    x, y = backend.xp.asarray(x), backend.xp.asarray(rng.integers(0, 10, len(x)))
     loss = SoftmaxCrossEntropy(backend)
     loss.forward(model.forward(x), y)
     model.backward(loss.backward())
     got = backend.to_host(model.grads_flat).copy()
     expected = numeric_grad(lambda: loss.forward(model.forward(x), y), model.params_flat)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-7)
+
+
+def test_whole_mlp_gradient(backend, rng):
+    from nn.model import mlp_spec
+
+    check_model_gradient(mlp_spec((3, 2), [5, 4], activation="tanh"), rng.normal(size=(6, 3, 2)), backend, rng,
+                         rtol=1e-5)
+
+
+def test_whole_cnn_gradient(backend, rng):
+    """conv -> relu -> pool -> flatten -> dense -> relu -> dense."""
+    from nn.conv import cnn_spec
+
+    check_model_gradient(cnn_spec((6, 6), [2], [5]), away_from_kinks(rng, (3, 6, 6)), backend, rng, rtol=1e-4)
 
 
 def test_maxpool_ties_go_to_the_first_maximum(backend, rng):
@@ -155,19 +165,3 @@ def test_maxpool_ties_go_to_the_first_maximum(backend, rng):
     assert float(layer.forward(x).reshape(-1)[0]) == 1.0
     grad = backend.to_host(layer.backward(backend.xp.full((1, 1, 1, 1), 5.0)))
     np.testing.assert_array_equal(grad.reshape(-1), [5.0, 0.0, 0.0, 0.0])
-
-
-def test_cnn_model_gradient(backend, rng):
-    """A whole small CNN: conv -> relu -> pool -> flatten -> dense, against central differences."""
-    from nn.conv import cnn_spec
-
-    model = Sequential(cnn_spec((6, 6), [2], [5]), backend=backend, dtype=np.float64)
-    model.init_params(rng)
-    xp = backend.xp
-    x, y = xp.asarray(away_from_kinks(rng, (3, 6, 6))), xp.asarray(rng.integers(0, 10, 3))
-    loss = SoftmaxCrossEntropy(backend)
-    loss.forward(model.forward(x), y)
-    model.backward(loss.backward())
-    got = backend.to_host(model.grads_flat).copy()
-    expected = numeric_grad(lambda: loss.forward(model.forward(x), y), model.params_flat)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
