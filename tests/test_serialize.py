@@ -44,6 +44,20 @@ def test_round_trip(model, tmp_path, rng, backend):
         np.testing.assert_array_equal(loaded.named_parameters()[name], value)
 
 
+def test_cnn_round_trip(tmp_path, rng, backend):
+    from nn.conv import cnn_spec
+
+    model = Sequential(dict(cnn_spec((6, 6), [3], [4]), normalize={"mean": 1.0, "std": 2.0}))
+    model.init_params(rng)
+    serialize.save(model, tmp_path / "c.npz")
+    serialize.save(model, tmp_path / "d.npz")
+    assert (tmp_path / "c.npz").read_bytes() == (tmp_path / "d.npz").read_bytes()
+    loaded = serialize.load(tmp_path / "c.npz", backend=backend)
+    x = rng.integers(0, 256, (4, 6, 6)).astype(np.uint8)
+    np.testing.assert_allclose(loaded.predict_proba(x), model.predict_proba(x), rtol=1e-5, atol=1e-6)
+    assert [layer.kind for layer in loaded.layers][:4] == ["reshape", "conv2d", "relu", "maxpool2d"]
+
+
 def test_saving_twice_is_byte_identical(model, tmp_path):
     serialize.save(model, tmp_path / "a.npz")
     serialize.save(model, tmp_path / "b.npz")
