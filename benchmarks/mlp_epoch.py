@@ -214,8 +214,8 @@ def main(argv=None):
                 continue
         cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs),
                "--device", args.device, "--net", args.net]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"done {name}", file=sys.stderr)
     gflop = epoch_gflop(rows[0]["n_train"], args.net) if rows else 0.0
     for r in rows:
