@@ -93,16 +93,24 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Kingma & Ba 2015, with bias correction folded into the step size:
+    """Kingma & Ba 2015:
 
         m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
-        p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps * sqrt(1 - b2^t))
+        p -= lr * m_hat / (sqrt(v_hat) + eps),   m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
 
-    which equals the textbook lr * m_hat / (sqrt(v_hat) + eps). `weight_decay` is
-    coupled L2 (added to the gradient), as in the original Adam.
+    Kept as m' = m / (1 - b1) and v' = v / (1 - b2), so each moment update is
+    `m' = b1 m' + g` (two passes, not three), and every constant - bias
+    corrections and the (1 - b) factors - folds into two scalars:
+
+        p -= s * m' / (sqrt(v') + e),  s = lr (1 - b1) / (1 - b1^t) * sqrt((1 - b2^t) / (1 - b2)),
+                                       e = eps * sqrt((1 - b2^t) / (1 - b2))
+
+    which is the textbook update exactly (up to float rounding): ten passes over
+    the flat buffer per step. `weight_decay` is coupled L2 (added to the
+    gradient), as in the original Adam.
     """
 
-    state_names = ("m", "v")
+    state_names = ("m", "v")  # the scaled moments m' and v'
     decoupled = False
 
     def __init__(self, params, grads, beta1: float = 0.9, beta2: float = 0.999,
@@ -122,17 +130,15 @@ class Adam(Optimizer):
         g, m, v, tmp = self.grads, self.m, self.v, self.tmp
         b1, b2 = self.beta1, self.beta2
         m *= b1
-        xp.multiply(g, 1.0 - b1, out=tmp)
-        m += tmp
+        m += g
         v *= b2
         xp.multiply(g, g, out=tmp)
-        tmp *= 1.0 - b2
         v += tmp
-        c2 = math.sqrt(1.0 - b2 ** self.t)
+        root = math.sqrt((1.0 - b2 ** self.t) / (1.0 - b2))
         xp.sqrt(v, out=tmp)
-        tmp += self.eps * c2
+        tmp += self.eps * root
         xp.divide(m, tmp, out=tmp)
-        tmp *= lr * c2 / (1.0 - b1 ** self.t)
+        tmp *= lr * (1.0 - b1) / (1.0 - b1 ** self.t) * root
         self.params -= tmp
 
 
