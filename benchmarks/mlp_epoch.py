@@ -81,8 +81,7 @@ def _timed(fn) -> float:
 
 def run_ours(opt_name, epochs, device, data, net):
     from nn.backend import select
-    from nn.conv import cnn_spec
-    from nn.model import Sequential, mlp_spec
+    from nn.model import Sequential, cnn_spec, mlp_spec
     from nn.optim import OPTIMIZERS, Constant
     from nn.train import FitOptions, fit
 

@@ -7,7 +7,7 @@ The modules, one concept each:
     conv         Conv2D, MaxPool2D
     losses       softmax, fused softmax + cross-entropy
     optim        SGD (momentum, Nesterov), Adam, AdamW; LR schedules
-    model        Sequential over a flat parameter buffer; spec builders
+    model        Sequential over a flat parameter buffer; mlp_spec / cnn_spec builders
     train        the fit loop
     augment      random pixel shifts
     serialize    .npz + JSON save / strict load (no pickle)

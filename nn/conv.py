@@ -170,20 +170,3 @@ class MaxPool2D(Layer):
             taken |= hit
             dx[view] = grad * hit
         return dx
-
-
-def cnn_spec(input_shape, channels, hidden, dropout=0.0, n_classes=10) -> dict:
-    """[Conv 3x3 (same padding) -> ReLU -> MaxPool 2] per entry of `channels`,
-    then Flatten -> [Dense -> ReLU -> Dropout?] per entry of `hidden` -> Dense(n_classes)."""
-    h, w = input_shape
-    layers: list[dict] = [{"kind": "reshape", "shape": [h, w, 1]}]
-    for filters in channels:
-        layers += [{"kind": "conv2d", "filters": filters, "kernel": 3, "stride": 1, "padding": 1},
-                   {"kind": "relu"}, {"kind": "maxpool2d", "size": 2}]
-    layers.append({"kind": "flatten"})
-    for units in hidden:
-        layers += [{"kind": "dense", "units": units, "init": "he"}, {"kind": "relu"}]
-        if dropout:
-            layers.append({"kind": "dropout", "rate": dropout})
-    layers.append({"kind": "dense", "units": n_classes, "init": "glorot"})
-    return {"input_shape": list(input_shape), "layers": layers}

@@ -11,7 +11,7 @@ A spec looks like
      "layers": [{"kind": "flatten"}, {"kind": "dense", "units": 256}, {"kind": "relu"}, ...],
      "normalize": {"mean": 33.3, "std": 78.6},
      "classes": ["0", ..., "9"]}
-and `mlp_spec` / `nn.conv.cnn_spec` write one from a few plain values.
+and `mlp_spec` / `cnn_spec` write one from a few plain values.
 """
 
 from __future__ import annotations
@@ -32,17 +32,35 @@ LAYERS: dict[str, type[Layer]] = {
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 
 
-def mlp_spec(input_shape, hidden, activation="relu", dropout=0.0, n_classes=10) -> dict:
-    """Flatten -> [Dense -> activation -> Dropout?] * len(hidden) -> Dense(n_classes)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {activation!r})")
+def _dense_head(hidden, activation, dropout, n_classes) -> list[dict]:
+    """[Dense -> activation -> Dropout?] per entry of `hidden`, then Dense(n_classes)."""
     init = "he" if activation in ("relu", "leaky_relu") else "glorot"
-    layers: list[dict] = [{"kind": "flatten"}]
+    layers: list[dict] = []
     for units in hidden:
         layers += [{"kind": "dense", "units": units, "init": init}, {"kind": activation}]
         if dropout:
             layers.append({"kind": "dropout", "rate": dropout})
     layers.append({"kind": "dense", "units": n_classes, "init": "glorot"})
+    return layers
+
+
+def mlp_spec(input_shape, hidden, activation="relu", dropout=0.0, n_classes=10) -> dict:
+    """Flatten -> [Dense -> activation -> Dropout?] * len(hidden) -> Dense(n_classes)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (got {activation!r})")
+    layers = [{"kind": "flatten"}, *_dense_head(hidden, activation, dropout, n_classes)]
+    return {"input_shape": list(input_shape), "layers": layers}
+
+
+def cnn_spec(input_shape, channels, hidden, dropout=0.0, n_classes=10) -> dict:
+    """[Conv 3x3 (same padding) -> ReLU -> MaxPool 2] per entry of `channels`,
+    then Flatten -> [Dense -> ReLU -> Dropout?] per entry of `hidden` -> Dense(n_classes)."""
+    h, w = input_shape
+    layers: list[dict] = [{"kind": "reshape", "shape": [h, w, 1]}]
+    for filters in channels:
+        layers += [{"kind": "conv2d", "filters": filters, "kernel": 3, "stride": 1, "padding": 1},
+                   {"kind": "relu"}, {"kind": "maxpool2d", "size": 2}]
+    layers += [{"kind": "flatten"}, *_dense_head(hidden, "relu", dropout, n_classes)]
     return {"input_shape": list(input_shape), "layers": layers}
 
 

@@ -62,6 +62,9 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
     loss_fn = loss_fn or SoftmaxCrossEntropy(backend)
     n, bs = len(x_train), opts.batch_size
     steps = math.ceil(n / bs)
+    sizes = np.full(steps, bs)  # samples in each batch: the last may be short
+    sizes[-1] = n - bs * (steps - 1)
+    chance = math.log(model.output_shape[-1])  # the loss of a uniform guess
     history: list[dict] = []
     best_loss, best_params, wait = math.inf, None, 0
     for epoch in range(1, opts.epochs + 1):
@@ -81,11 +84,8 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
             model.backward(loss_fn.backward())
             optimizer.step(schedule(t))
             predicted[rows] = logits.argmax(axis=1)
-        sizes = np.full(steps, bs)
-        sizes[-1] = n - bs * (steps - 1)
         train_loss = float(backend.to_host(batch_losses) @ sizes) / n  # the epoch's device->host sync
         seconds = time.perf_counter() - start
-        chance = math.log(model.output_shape[-1])  # the loss of a uniform guess
         if not math.isfinite(train_loss) or train_loss > DIVERGED * chance:
             raise DivergenceError(
                 f"training diverged in epoch {epoch} (mean loss {train_loss:.4g}, a uniform guess "

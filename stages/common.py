@@ -63,12 +63,18 @@ def read_json(path: Path):
         raise StageError(f"{path}: not valid JSON ({exc}); rerun the stage that makes it") from None
 
 
-def load_split(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A prepared split -> (x uint8 (N, H, W), y uint8 (N,), class names)."""
+def read_npz(path: Path, keys: tuple[str, ...], stage: str) -> dict[str, np.ndarray]:
+    """The arrays `keys` of an .npz written by `stage`, or one StageError saying what to run."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return npz["x"], npz["y"], [str(c) for c in npz["classes"]]
+            return {key: npz[key] for key in keys}
     except FileNotFoundError:
-        raise StageError(f"{path}: not found; run the prepare stage first (dvc repro)") from None
+        raise StageError(f"{path}: not found; run the {stage} stage first (dvc repro)") from None
     except (KeyError, ValueError, OSError, EOFError) as exc:
-        raise StageError(f"{path}: not a prepared split ({exc}); rerun the prepare stage") from None
+        raise StageError(f"{path}: not readable ({exc}); rerun the {stage} stage") from None
+
+
+def load_split(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A prepared split -> (x uint8 (N, H, W), y uint8 (N,), class names)."""
+    split = read_npz(path, ("x", "y", "classes"), "prepare")
+    return split["x"], split["y"], [str(c) for c in split["classes"]]

@@ -33,10 +33,9 @@ def r6(x) -> float:
     return round(float(x), 6)
 
 
-def score(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Test metrics from labels (N,) and probabilities (N, C)."""
+def score(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    """Test metrics from labels (N,), probabilities (N, C) and predicted classes (N,)."""
     labels = list(range(len(classes)))
-    pred = probs.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     top3 = np.argsort(-probs, axis=1, kind="stable")[:, :3]
     return {
@@ -58,11 +57,11 @@ def main() -> None:
     model = serialize.load(MODEL)
     x, y, classes = load_split(DATA_PREPARED / "test.npz")
     probs = model.predict_proba(x, batch_size=pe["batch_size"]).astype(np.float32)
-    metrics = score(y, probs, classes)
+    pred = probs.argmax(axis=1)
+    metrics = score(y, probs, pred, classes)
     metrics["model"] = {"parameters": model.n_params}
     metrics["train"] = read_json(TIMING)
     write_json(METRICS, metrics)
-    pred = probs.argmax(axis=1)
     write_json(CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y, pred)])
     write_npz(PREDICTIONS, {"probs": probs})
     log.info("test accuracy %.4f, loss %.4f, macro F1 %.4f", metrics["test"]["accuracy"],

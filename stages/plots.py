@@ -32,6 +32,7 @@ from stages.common import (  # noqa: E402
     load_split,
     log,
     read_json,
+    read_npz,
     run,
 )
 
@@ -148,11 +149,7 @@ def report(model, metrics: dict, history: list[dict]) -> str:
 def main() -> None:
     pp = P.load("plots")["plots"]
     x, y, classes = load_split(DATA_PREPARED / "test.npz")
-    try:
-        with np.load(PREDICTIONS, allow_pickle=False) as npz:
-            probs = npz["probs"]
-    except (FileNotFoundError, KeyError, ValueError, OSError) as exc:
-        raise StageError(f"{PREDICTIONS}: not readable ({exc}); run the evaluate stage first (dvc repro)") from None
+    probs = read_npz(PREDICTIONS, ("probs",), "evaluate")["probs"]
     if probs.shape != (len(y), len(classes)):
         raise StageError(f"{PREDICTIONS}: shape {probs.shape} does not match the test split; rerun evaluate")
     history, metrics = read_json(HISTORY), read_json(METRICS)

@@ -14,9 +14,8 @@ import numpy as np
 
 from nn import serialize
 from nn.backend import BackendError, select
-from nn.conv import cnn_spec
 from nn.losses import SoftmaxCrossEntropy
-from nn.model import Sequential, mlp_spec
+from nn.model import Sequential, cnn_spec, mlp_spec
 from nn.optim import OPTIMIZERS, SCHEDULES
 from nn.train import DivergenceError, FitOptions, fit
 from stages import params as P
@@ -85,14 +84,15 @@ def main() -> None:
         raise StageError(f"params.yaml: train.lr = {pt['lr']}: {exc}; no model was written") from None
     serialize.save(model, MODEL)
     seconds = [r.pop("seconds") for r in history]
+    total, per_epoch = sum(seconds), statistics.median(seconds)
     write_json(HISTORY, history)
     write_json(TIMING, {
         "backend": backend.name, "device": backend.device_name, "epochs_run": len(history),
-        "seconds": round(sum(seconds), 3), "seconds_per_epoch": round(statistics.median(seconds), 4),
-        "samples_per_second": round(len(x_train) / statistics.median(seconds)),
+        "seconds": round(total, 3), "seconds_per_epoch": round(per_epoch, 4),
+        "samples_per_second": round(len(x_train) / per_epoch),
     })
     log.info("trained %d parameters for %d epochs in %.1fs (%s); val acc %.4f",
-             model.n_params, len(history), sum(seconds), backend.describe(), history[-1]["val_acc"])
+             model.n_params, len(history), total, backend.describe(), history[-1]["val_acc"])
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def test_cpu_and_gpu_agree(digits):
 
 def test_cnn_same_seed_gives_identical_weight_bytes_and_learns(digits, backend):
     """The CNN path: deterministic like the MLP, and it learns the digits."""
-    from nn.conv import cnn_spec
+    from nn.model import cnn_spec
 
     x_train, x_test, y_train, y_test = digits
 

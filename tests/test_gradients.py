@@ -154,7 +154,7 @@ def test_whole_mlp_gradient(backend, rng):
 
 def test_whole_cnn_gradient(backend, rng):
     """conv -> relu -> pool -> flatten -> dense -> relu -> dense."""
-    from nn.conv import cnn_spec
+    from nn.model import cnn_spec
 
     check_model_gradient(cnn_spec((6, 6), [2], [5]), away_from_kinks(rng, (3, 6, 6)), backend, rng, rtol=1e-4)
 

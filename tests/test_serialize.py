@@ -45,7 +45,7 @@ def test_round_trip(model, tmp_path, rng, backend):
 
 
 def test_cnn_round_trip(tmp_path, rng, backend):
-    from nn.conv import cnn_spec
+    from nn.model import cnn_spec
 
     model = Sequential(dict(cnn_spec((6, 6), [3], [4]), normalize={"mean": 1.0, "std": 2.0}))
     model.init_params(rng)
