@@ -68,7 +68,14 @@ class Layer:
 
 
 class Dense(Layer):
-    """Fully connected: y = x @ W + b.   x: (N, D) -> y: (N, units)."""
+    """Fully connected: y = x @ W + b.   x: (N, D) -> y: (N, units).
+
+    Its outputs (y, and the input gradient) are stored column-major ("F" order:
+    each unit's values for the whole batch lie together). The values are the
+    same; only the memory layout differs. BLAS then computes y.T = W.T @ x.T,
+    which at batch 128 is the faster form: the products of a 784-256-128-10
+    step take ~13 % less time than row-major, the whole step ~7 % (README, Speed).
+    """
 
     kind = "dense"
     decayed = ("W",)
@@ -102,7 +109,8 @@ class Dense(Layer):
 
     def forward(self, x, training=False, rng=None):
         self.x = x
-        y = x @ self.params["W"]
+        y = self.xp.empty((x.shape[0], self.units), dtype=x.dtype, order="F")
+        self.xp.matmul(x, self.params["W"], out=y)
         y += self.params["b"]
         return y
 
@@ -110,9 +118,11 @@ class Dense(Layer):
         xp = self.xp
         xp.matmul(self.x.T, grad, out=self.grads["W"])
         xp.sum(grad, axis=0, out=self.grads["b"])
-        if self.needs_input_grad:
-            return grad @ self.params["W"].T
-        return None
+        if not self.needs_input_grad:
+            return None
+        grad_x = xp.empty(self.x.shape, dtype=grad.dtype, order="F")
+        xp.matmul(grad, self.params["W"].T, out=grad_x)
+        return grad_x
 
 
 class Flatten(Layer):
