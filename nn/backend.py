@@ -30,6 +30,9 @@ class Backend:
     xp: ModuleType
     name: str  # "cpu" or "gpu"
     device_name: str
+    # Work on big intermediates (a convolution's column matrix) in blocks of about
+    # this many bytes, so they stay in the CPU's cache; None: in one piece (GPU).
+    block_bytes: int | None = 4 << 20
 
     @property
     def is_gpu(self) -> bool:
@@ -87,7 +90,7 @@ def select(mode: str = "auto") -> Backend:
         else:
             usable, reason = _probe_gpu(cupy)
         if usable:
-            backend = Backend(xp=cupy, name="gpu", device_name=reason)
+            backend = Backend(xp=cupy, name="gpu", device_name=reason, block_bytes=None)
         elif mode == "gpu":
             raise BackendError(f"device 'gpu' requested but no GPU is usable: {reason}")
     log.info(backend.describe())

@@ -1,9 +1,13 @@
 """Convolution and pooling layers, channels-last: x: (N, H, W, C).
 
-Conv2D is im2col + one matrix multiply. The column matrix is filled by kh*kw
-strided slice copies (one per kernel offset, each covering the whole batch),
-and the backward col2im is kh*kw strided slice additions - no per-element
-loops and no `add.at`, and the same code on NumPy and CuPy.
+Conv2D is im2col + a matrix multiply. The column matrix is filled by kh*kw
+strided slice copies (one per kernel offset), and the backward col2im is kh*kw
+strided slice additions - no per-element loops and no `add.at`, and the same
+code on NumPy and CuPy. On the CPU the batch is worked through in blocks whose
+column matrix fits in cache (`Backend.block_bytes`); backward rebuilds each
+block's columns from the padded input instead of keeping the whole matrix,
+which is both lighter on memory and faster (README, Speed). On a GPU one block
+is the whole batch.
 """
 
 from __future__ import annotations
@@ -89,35 +93,63 @@ class Conv2D(Layer):
             for j in range(k):
                 yield i, j, (slice(None), slice(i, i + s * (ho - 1) + 1, s), slice(j, j + s * (wo - 1) + 1, s))
 
+    def _blocks(self, n: int):
+        """Slices of the batch whose column matrices fit in `block_bytes` (at least one image)."""
+        ho, wo, _ = self.out_shape
+        row_bytes = self.param_shapes["W"][0] * np.dtype(self.params["W"].dtype).itemsize
+        step = n if self.backend.block_bytes is None else max(1, self.backend.block_bytes // (ho * wo * row_bytes))
+        return [slice(b, min(b + step, n)) for b in range(0, n, step)]
+
+    def _im2col(self, xpad, out):
+        """Fill `out` (a scratch buffer) with the column matrix of the padded images
+        `xpad`: one row per output pixel, one column per (i, j, channel)."""
+        n = xpad.shape[0]
+        ho, wo, _ = self.out_shape
+        c = self.in_shape[2]
+        cols = out[: n * ho * wo].reshape(n, ho, wo, self.kernel, self.kernel, c)
+        for i, j, window in self._windows():
+            cols[:, :, :, i, j, :] = xpad[window]
+        return out[: n * ho * wo]
+
     def forward(self, x, training=False, rng=None):
         xp, p = self.xp, self.padding
         n = x.shape[0]
         ho, wo, f = self.out_shape
-        c = self.in_shape[2]
-        if p:
-            x = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        cols = xp.empty((n, ho, wo, self.kernel, self.kernel, c), dtype=x.dtype)
-        for i, j, window in self._windows():
-            cols[:, :, :, i, j, :] = x[window]
-        self.cols = cols.reshape(n * ho * wo, -1)
-        y = self.cols @ self.params["W"]
+        self.xpad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+        blocks = self._blocks(n)
+        scratch = xp.empty(((blocks[0].stop - blocks[0].start) * ho * wo, self.param_shapes["W"][0]), x.dtype)
+        y = xp.empty((n, ho, wo, f), dtype=x.dtype)
+        for block in blocks:
+            cols = self._im2col(self.xpad[block], scratch)
+            xp.matmul(cols, self.params["W"], out=y[block].reshape(-1, f))
         y += self.params["b"]
-        return y.reshape(n, ho, wo, f)
+        return y
 
     def backward(self, grad):
         xp, p = self.xp, self.padding
         n, ho, wo, f = grad.shape
-        g = grad.reshape(n * ho * wo, f)
-        xp.matmul(self.cols.T, g, out=self.grads["W"])
-        xp.sum(g, axis=0, out=self.grads["b"])
-        if not self.needs_input_grad:
-            return None
         h, w, c = self.in_shape
-        dcols = (g @ self.params["W"].T).reshape(n, ho, wo, self.kernel, self.kernel, c)
-        dx = xp.zeros((n, h + 2 * p, w + 2 * p, c), dtype=grad.dtype)
-        for i, j, window in self._windows():
-            dx[window] += dcols[:, :, :, i, j, :]
-        return dx[:, p:p + h, p:p + w, :] if p else dx
+        g = grad.reshape(n * ho * wo, f)
+        xp.sum(g, axis=0, out=self.grads["b"])
+        dxpad = xp.zeros(self.xpad.shape, dtype=grad.dtype) if self.needs_input_grad else None
+        blocks = self._blocks(n)
+        scratch = xp.empty(((blocks[0].stop - blocks[0].start) * ho * wo, self.param_shapes["W"][0]), grad.dtype)
+        for block in blocks:
+            cols = self._im2col(self.xpad[block], scratch)
+            gb = g[block.start * ho * wo: block.stop * ho * wo]
+            if block.start == 0:
+                xp.matmul(cols.T, gb, out=self.grads["W"])
+            else:
+                self.grads["W"] += cols.T @ gb
+            if dxpad is not None:  # the column gradient reuses the scratch; col2im adds it back
+                xp.matmul(gb, self.params["W"].T, out=cols)
+                dcols = cols.reshape(-1, ho, wo, self.kernel, self.kernel, c)
+                dblock = dxpad[block]
+                for i, j, window in self._windows():
+                    dblock[window] += dcols[:, :, :, i, j, :]
+        if dxpad is None:
+            return None
+        return dxpad[:, p:p + h, p:p + w, :] if p else dxpad
 
 
 class MaxPool2D(Layer):
@@ -162,11 +194,14 @@ class MaxPool2D(Layer):
 
     def backward(self, grad):
         xp = self.xp
-        dx = xp.zeros(self.x.shape, dtype=grad.dtype)
-        taken = xp.zeros(grad.shape, dtype=bool)
-        for view in self._offsets():  # the first maximum in the window takes the gradient
-            hit = self.x[view] == self.y
-            hit &= ~taken
-            taken |= hit
-            dx[view] = grad * hit
+        dx = xp.empty(self.x.shape, dtype=grad.dtype)
+        ho, wo, _ = self.out_shape
+        dx[:, ho * self.size:] = 0  # rows / columns the pooling dropped
+        dx[:, :, wo * self.size:] = 0
+        views = list(self._offsets())
+        rest = grad  # the gradient no earlier maximum in the window has taken
+        for k, view in enumerate(views):
+            xp.multiply(rest, self.x[view] == self.y, out=dx[view])
+            if k < len(views) - 1:
+                rest = rest - dx[view]
         return dx

@@ -53,13 +53,17 @@ def mlp_spec(input_shape, hidden, activation="relu", dropout=0.0, n_classes=10) 
 
 
 def cnn_spec(input_shape, channels, hidden, dropout=0.0, n_classes=10) -> dict:
-    """[Conv 3x3 (same padding) -> ReLU -> MaxPool 2] per entry of `channels`,
-    then Flatten -> [Dense -> ReLU -> Dropout?] per entry of `hidden` -> Dense(n_classes)."""
+    """[Conv 3x3 (same padding) -> MaxPool 2 -> ReLU] per entry of `channels`,
+    then Flatten -> [Dense -> ReLU -> Dropout?] per entry of `hidden` -> Dense(n_classes).
+
+    Pooling before the ReLU gives exactly the usual conv -> ReLU -> pool network
+    (max and ReLU commute: both are monotone), forward and backward, but the
+    ReLU then runs on a quarter of the values."""
     h, w = input_shape
     layers: list[dict] = [{"kind": "reshape", "shape": [h, w, 1]}]
     for filters in channels:
         layers += [{"kind": "conv2d", "filters": filters, "kernel": 3, "stride": 1, "padding": 1},
-                   {"kind": "relu"}, {"kind": "maxpool2d", "size": 2}]
+                   {"kind": "maxpool2d", "size": 2}, {"kind": "relu"}]
     layers += [{"kind": "flatten"}, *_dense_head(hidden, "relu", dropout, n_classes)]
     return {"input_shape": list(input_shape), "layers": layers}
 

@@ -153,7 +153,7 @@ def test_whole_mlp_gradient(backend, rng):
 
 
 def test_whole_cnn_gradient(backend, rng):
-    """conv -> relu -> pool -> flatten -> dense -> relu -> dense."""
+    """conv -> pool -> relu -> flatten -> dense -> relu -> dense."""
     from nn.model import cnn_spec
 
     check_model_gradient(cnn_spec((6, 6), [2], [5]), away_from_kinks(rng, (3, 6, 6)), backend, rng, rtol=1e-4)
@@ -165,3 +165,48 @@ def test_maxpool_ties_go_to_the_first_maximum(backend, rng):
     assert float(layer.forward(x).reshape(-1)[0]) == 1.0
     grad = backend.to_host(layer.backward(backend.xp.full((1, 1, 1, 1), 5.0)))
     np.testing.assert_array_equal(grad.reshape(-1), [5.0, 0.0, 0.0, 0.0])
+
+
+def test_pool_then_relu_is_relu_then_pool_exactly(backend, rng):
+    """cnn_spec pools before the ReLU; forward and backward must equal the usual order bit for bit,
+    ties included (an image with flat regions and all-negative windows)."""
+    xp = backend.xp
+    x = rng.normal(size=(3, 6, 8, 2)).round(1)  # rounding makes many exact ties
+    x[0, :4] = -0.5  # windows that are all equal and negative
+    x[1, :, :4] = 0.7  # windows that are all equal and positive
+    upstream = rng.normal(size=(3, 3, 4, 2))
+    results = []
+    for order in (["maxpool2d", "relu"], ["relu", "maxpool2d"]):
+        layers = [{"kind": kind, "size": 2} if kind == "maxpool2d" else {"kind": kind} for kind in order]
+        model = Sequential({"input_shape": [6, 8, 2], "layers": layers}, backend=backend, dtype=np.float64)
+        for layer in model.layers:
+            layer.needs_input_grad = True
+        y = model.forward(xp.asarray(x))
+        grad = upstream
+        for layer in reversed(model.layers):
+            grad = layer.backward(xp.asarray(grad))
+        results.append((backend.to_host(y), backend.to_host(grad)))
+    (y1, g1), (y2, g2) = results
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(g1, g2)
+    assert (g1 != 0).any() and (g1 == 0).any()
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0)])
+def test_conv_in_blocks_equals_conv_in_one_piece(stride, padding, backend, rng):
+    """Working through the batch in cache-sized blocks changes nothing but float rounding."""
+    import dataclasses
+
+    cfg = {"kind": "conv2d", "filters": 4, "kernel": 3, "stride": stride, "padding": padding}
+    x = rng.normal(size=(7, 9, 8, 3))
+    results = []
+    for block_bytes in (None, 1):  # 1 byte: every image is a block of its own
+        model, layer = single_layer(cfg, (9, 8, 3), dataclasses.replace(backend, block_bytes=block_bytes),
+                                    np.random.default_rng(0))
+        assert len(layer._blocks(7)) == (1 if block_bytes is None else 7)
+        y = layer.forward(backend.xp.asarray(x))
+        upstream = backend.xp.asarray(np.random.default_rng(1).normal(size=y.shape))
+        dx = layer.backward(upstream)
+        results.append([backend.to_host(a) for a in (y, dx, layer.grads["W"], layer.grads["b"])])
+    for one, blocked in zip(*results):
+        np.testing.assert_allclose(blocked, one, rtol=1e-12, atol=1e-12)
