@@ -163,8 +163,8 @@ class MaxPool2D(Layer):
 
     def __init__(self, size: int = 2) -> None:
         super().__init__()
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"MaxPool2D size must be an int >= 1 (got {size!r})")
+        if not isinstance(size, int) or not 1 <= size <= 16:  # the window index is a uint8
+            raise ValueError(f"MaxPool2D size must be an int in [1, 16] (got {size!r})")
         self.size = size
 
     def config(self) -> dict:
@@ -186,22 +186,26 @@ class MaxPool2D(Layer):
                 yield (slice(None), slice(i, i + s * ho, s), slice(j, j + s * wo, s))
 
     def forward(self, x, training=False, rng=None):
-        out = None
-        for view in self._offsets():
-            out = x[view].copy() if out is None else self.xp.maximum(out, x[view], out=out)
-        self.x, self.y = x, out
+        xp = self.xp
+        views = list(self._offsets())
+        out = x[views[0]].copy()
+        for view in views[1:]:
+            xp.maximum(out, x[view], out=out)
+        # which view holds each window's first maximum: k = miss_0 * (1 + miss_1 * (1 + ...)),
+        # miss_k = "view k is not the maximum", built from the innermost bracket out
+        first = xp.zeros(out.shape, dtype=xp.uint8)
+        for view in reversed(views[:-1]):
+            first += 1
+            first *= x[view] != out
+        self.first, self.in_full_shape = first, x.shape
         return out
 
     def backward(self, grad):
         xp = self.xp
-        dx = xp.empty(self.x.shape, dtype=grad.dtype)
+        dx = xp.empty(self.in_full_shape, dtype=grad.dtype)
         ho, wo, _ = self.out_shape
         dx[:, ho * self.size:] = 0  # rows / columns the pooling dropped
         dx[:, :, wo * self.size:] = 0
-        views = list(self._offsets())
-        rest = grad  # the gradient no earlier maximum in the window has taken
-        for k, view in enumerate(views):
-            xp.multiply(rest, self.x[view] == self.y, out=dx[view])
-            if k < len(views) - 1:
-                rest = rest - dx[view]
+        for k, view in enumerate(self._offsets()):
+            xp.multiply(grad, self.first == k, out=dx[view])
         return dx

@@ -167,6 +167,25 @@ def test_maxpool_ties_go_to_the_first_maximum(backend, rng):
     np.testing.assert_array_equal(grad.reshape(-1), [5.0, 0.0, 0.0, 0.0])
 
 
+@pytest.mark.parametrize("size", [2, 3])
+def test_maxpool_gradient_matches_a_window_by_window_reference(size, backend, rng):
+    """Many exact ties (values rounded to 0.5): each window's gradient goes to np.argmax's
+    choice, the first maximum in row-major order."""
+    n, h, w, c = 2, 3 * size + 1, 2 * size, 3
+    x = (rng.normal(size=(n, h, w, c)) * 2).round() / 2
+    _, layer = single_layer({"kind": "maxpool2d", "size": size}, (h, w, c), backend, rng)
+    y = backend.to_host(layer.forward(backend.xp.asarray(x)))
+    upstream = rng.normal(size=y.shape)
+    dx = backend.to_host(layer.backward(backend.xp.asarray(upstream)))
+    expected = np.zeros_like(x)
+    for b, i, j, ch in np.ndindex(*y.shape):
+        window = x[b, i * size:(i + 1) * size, j * size:(j + 1) * size, ch]
+        assert y[b, i, j, ch] == window.max()
+        r, s = np.unravel_index(np.argmax(window), window.shape)
+        expected[b, i * size + r, j * size + s, ch] = upstream[b, i, j, ch]
+    np.testing.assert_array_equal(dx, expected)
+
+
 def test_pool_then_relu_is_relu_then_pool_exactly(backend, rng):
     """cnn_spec pools before the ReLU; forward and backward must equal the usual order bit for bit,
     ties included (an image with flat regions and all-negative windows)."""
