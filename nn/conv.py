@@ -96,20 +96,33 @@ class Conv2D(Layer):
     def _blocks(self, n: int):
         """Slices of the batch whose column matrices fit in `block_bytes` (at least one image)."""
         ho, wo, _ = self.out_shape
-        row_bytes = self.param_shapes["W"][0] * np.dtype(self.params["W"].dtype).itemsize
+        row_bytes = (self.param_shapes["W"][0] + 1) * np.dtype(self.params["W"].dtype).itemsize
         step = n if self.backend.block_bytes is None else max(1, self.backend.block_bytes // (ho * wo * row_bytes))
         return [slice(b, min(b + step, n)) for b in range(0, n, step)]
 
     def _im2col(self, xpad, out):
         """Fill `out` (a scratch buffer) with the column matrix of the padded images
-        `xpad`: one row per output pixel, one column per (i, j, channel)."""
+        `xpad` - one row per output pixel, one column per (i, j, channel) - and a last
+        column of ones, so one product with [W; b] adds the bias as well."""
         n = xpad.shape[0]
         ho, wo, _ = self.out_shape
         c = self.in_shape[2]
-        cols = out[: n * ho * wo].reshape(n, ho, wo, self.kernel, self.kernel, c)
+        rows = out[: n * ho * wo]
+        cols = rows[:, :-1].reshape(n, ho, wo, self.kernel, self.kernel, c)  # a view: only splits axes
         for i, j, window in self._windows():
             cols[:, :, :, i, j, :] = xpad[window]
-        return out[: n * ho * wo]
+        rows[:, -1] = 1
+        return rows
+
+    def _scratch(self, blocks, dtype):
+        """Room for the first (the biggest) block's column matrix, plus the ones column."""
+        ho, wo, _ = self.out_shape
+        rows = (blocks[0].stop - blocks[0].start) * ho * wo
+        return self.xp.empty((rows, self.param_shapes["W"][0] + 1), dtype=dtype)
+
+    def _w_and_b(self):
+        """[W; b]: (kh * kw * C + 1, filters)."""
+        return self.xp.concatenate([self.params["W"], self.params["b"][None, :]])
 
     def forward(self, x, training=False, rng=None):
         xp, p = self.xp, self.padding
@@ -117,12 +130,11 @@ class Conv2D(Layer):
         ho, wo, f = self.out_shape
         self.xpad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
         blocks = self._blocks(n)
-        scratch = xp.empty(((blocks[0].stop - blocks[0].start) * ho * wo, self.param_shapes["W"][0]), x.dtype)
+        scratch, w_and_b = self._scratch(blocks, x.dtype), self._w_and_b()
         y = xp.empty((n, ho, wo, f), dtype=x.dtype)
         for block in blocks:
             cols = self._im2col(self.xpad[block], scratch)
-            xp.matmul(cols, self.params["W"], out=y[block].reshape(-1, f))
-        y += self.params["b"]
+            xp.matmul(cols, w_and_b, out=y[block].reshape(-1, f))
         return y
 
     def backward(self, grad):
@@ -130,23 +142,24 @@ class Conv2D(Layer):
         n, ho, wo, f = grad.shape
         h, w, c = self.in_shape
         g = grad.reshape(n * ho * wo, f)
-        xp.sum(g, axis=0, out=self.grads["b"])
         dxpad = xp.zeros(self.xpad.shape, dtype=grad.dtype) if self.needs_input_grad else None
         blocks = self._blocks(n)
-        scratch = xp.empty(((blocks[0].stop - blocks[0].start) * ho * wo, self.param_shapes["W"][0]), grad.dtype)
+        scratch, w_and_b = self._scratch(blocks, grad.dtype), self._w_and_b()
         for block in blocks:
             cols = self._im2col(self.xpad[block], scratch)
             gb = g[block.start * ho * wo: block.stop * ho * wo]
-            if block.start == 0:
-                xp.matmul(cols.T, gb, out=self.grads["W"])
+            if block.start == 0:  # [dW; db], summed over the blocks
+                grad_w_and_b = cols.T @ gb
             else:
-                self.grads["W"] += cols.T @ gb
+                grad_w_and_b += cols.T @ gb
             if dxpad is not None:  # the column gradient reuses the scratch; col2im adds it back
-                xp.matmul(gb, self.params["W"].T, out=cols)
-                dcols = cols.reshape(-1, ho, wo, self.kernel, self.kernel, c)
+                xp.matmul(gb, w_and_b.T, out=cols)  # its last column (g @ b) is not needed
+                dcols = cols[:, :-1].reshape(-1, ho, wo, self.kernel, self.kernel, c)
                 dblock = dxpad[block]
                 for i, j, window in self._windows():
                     dblock[window] += dcols[:, :, :, i, j, :]
+        self.grads["W"][...] = grad_w_and_b[:-1]
+        self.grads["b"][...] = grad_w_and_b[-1]
         if dxpad is None:
             return None
         return dxpad[:, p:p + h, p:p + w, :] if p else dxpad
