@@ -33,6 +33,10 @@ class Backend:
     # Work on big intermediates (a convolution's column matrix) in blocks of about
     # this many bytes, so they stay in the CPU's cache; None: in one piece (GPU).
     block_bytes: int | None = 4 << 20
+    # Memory order of Dense outputs. "F" (column-major) lets OpenBLAS multiply in
+    # its faster orientation at small batches; CuPy's matmul wants a C-order `out`
+    # (it would compute into a temporary and copy).
+    dense_order: str = "F"
 
     @property
     def is_gpu(self) -> bool:
@@ -90,7 +94,7 @@ def select(mode: str = "auto") -> Backend:
         else:
             usable, reason = _probe_gpu(cupy)
         if usable:
-            backend = Backend(xp=cupy, name="gpu", device_name=reason, block_bytes=None)
+            backend = Backend(xp=cupy, name="gpu", device_name=reason, block_bytes=None, dense_order="C")
         elif mode == "gpu":
             raise BackendError(f"device 'gpu' requested but no GPU is usable: {reason}")
     log.info(backend.describe())

@@ -70,11 +70,11 @@ class Layer:
 class Dense(Layer):
     """Fully connected: y = x @ W + b.   x: (N, D) -> y: (N, units).
 
-    Its outputs (y, and the input gradient) are stored column-major ("F" order:
-    each unit's values for the whole batch lie together). The values are the
-    same; only the memory layout differs. BLAS then computes y.T = W.T @ x.T,
-    which at batch 128 is the faster form: the products of a 784-256-128-10
-    step take ~13 % less time than row-major, the whole step ~7 % (README, Speed).
+    On the CPU its outputs (y, and the input gradient) are stored column-major
+    ("F" order, `Backend.dense_order`: each unit's values for the whole batch lie
+    together). The values are the same; only the memory layout differs. BLAS then
+    computes y.T = W.T @ x.T, which at batch 128 is the faster form: the products
+    of a 784-256-128-10 step take ~13 % less time than row-major, the whole step ~7 %.
     """
 
     kind = "dense"
@@ -109,7 +109,7 @@ class Dense(Layer):
 
     def forward(self, x, training=False, rng=None):
         self.x = x
-        y = self.xp.empty((x.shape[0], self.units), dtype=x.dtype, order="F")
+        y = self.xp.empty((x.shape[0], self.units), dtype=x.dtype, order=self.backend.dense_order)
         self.xp.matmul(x, self.params["W"], out=y)
         y += self.params["b"]
         return y
@@ -120,7 +120,7 @@ class Dense(Layer):
         xp.sum(grad, axis=0, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
-        grad_x = xp.empty(self.x.shape, dtype=grad.dtype, order="F")
+        grad_x = xp.empty(self.x.shape, dtype=grad.dtype, order=self.backend.dense_order)
         xp.matmul(grad, self.params["W"].T, out=grad_x)
         return grad_x
 

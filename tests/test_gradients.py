@@ -229,3 +229,27 @@ def test_conv_in_blocks_equals_conv_in_one_piece(stride, padding, backend, rng):
         results.append([backend.to_host(a) for a in (y, dx, layer.grads["W"], layer.grads["b"])])
     for one, blocked in zip(*results):
         np.testing.assert_allclose(blocked, one, rtol=1e-12, atol=1e-12)
+
+
+def test_dense_memory_order_changes_nothing_but_rounding(backend, rng):
+    """Dense stores its outputs column-major on the CPU and row-major on a GPU
+    (Backend.dense_order); both layouts give the same numbers."""
+    import dataclasses
+
+    from nn.model import mlp_spec
+
+    x = rng.normal(size=(9, 4, 5))
+    labels = backend.xp.asarray(rng.integers(0, 10, 9))
+    results = []
+    for order in ("C", "F"):
+        model = Sequential(mlp_spec((4, 5), [7, 6]), backend=dataclasses.replace(backend, dense_order=order),
+                           dtype=np.float64)
+        model.init_params(np.random.default_rng(0))
+        loss = SoftmaxCrossEntropy(model.backend)
+        logits = model.forward(backend.xp.asarray(x))
+        loss.forward(logits, labels)
+        model.backward(loss.backward())
+        assert logits.flags[f"{order}_CONTIGUOUS"] and not logits.flags[f"{'CF'[order == 'C']}_CONTIGUOUS"]
+        results.append((backend.to_host(logits), backend.to_host(model.grads_flat).copy()))
+    for c_order, f_order in zip(*results):
+        np.testing.assert_allclose(f_order, c_order, rtol=1e-12, atol=1e-14)
