@@ -3,11 +3,15 @@
 Conv2D is im2col + a matrix multiply. The column matrix is filled by kh*kw
 strided slice copies (one per kernel offset), and the backward col2im is kh*kw
 strided slice additions - no per-element loops and no `add.at`, and the same
-code on NumPy and CuPy. On the CPU the batch is worked through in blocks whose
-column matrix fits in cache (`Backend.block_bytes`); backward rebuilds each
-block's columns from the padded input instead of keeping the whole matrix,
-which is both lighter on memory and faster (README, Speed). On a GPU one block
-is the whole batch.
+code on NumPy and CuPy. The column matrix carries a last column of ones, so the
+product with [W; b] adds the bias and its transpose gives db with dW. On the
+CPU the batch is worked through in blocks whose column matrix fits in cache
+(`Backend.block_bytes`); backward rebuilds each block's columns from the padded
+input instead of keeping the whole matrix, which is both lighter on memory and
+faster. On a GPU one block is the whole batch.
+
+MaxPool2D keeps, per window, the position of its first maximum (a uint8), so
+its backward is one multiply per window position.
 """
 
 from __future__ import annotations
