@@ -2,12 +2,14 @@
 conv32-pool-conv64-pool-fc128-10), batch 128, float32: this project against
 PyTorch (CPU, where importable) and scikit-learn's MLPClassifier (MLP only), in one run.
 
-    python benchmarks/mlp_epoch.py                 # all contenders, 5 epochs each
+    python benchmarks/mlp_epoch.py                 # all contenders, 3 rounds of 5 epochs each
     python benchmarks/mlp_epoch.py --epochs 3 --only ours-adam torch-adam
     python benchmarks/mlp_epoch.py --device gpu    # this project on CuPy
     python benchmarks/mlp_epoch.py --net cnn --epochs 3 --only ours-adam torch-adam
 
-Each contender runs in its own process (so its peak RSS is its own). Data: the
+Each contender runs in its own process (so its peak RSS is its own), --rounds
+times, the contenders taken in turn (A B C, A B C, ...) so that the machine's
+drift hits them alike; ratios to PyTorch are medians of per-round ratios. Data: the
 pipeline's data/prepared/{train,test}.npz when present (then test accuracy is
 real), else random MNIST-sized data. Writes benchmarks/results/<name>.{md,json}.
 Run by hand; it is not a test.
@@ -188,7 +190,8 @@ def child(name, epochs, device, net):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=5, help="per run; the first is dropped as warm-up")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of every contender, taken in turn")
     ap.add_argument("--only", nargs="*", choices=CONTENDERS)
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="for this project's runs")
     ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
@@ -200,47 +203,64 @@ def main(argv=None):
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.net}_{args.device}")
 
     _, _, _, _, source = load_data()
-    peak = sgemm_peak()
-    rows = []
-    for name in args.only or CONTENDERS:
-        if name.startswith("sklearn") and args.net == "cnn":
-            continue
-        if name.startswith("torch"):
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                print(f"skip {name}: torch is not importable", file=sys.stderr)
-                continue
-        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs),
-               "--device", args.device, "--net", args.net]
-        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"done {name}", file=sys.stderr)
-    gflop = epoch_gflop(rows[0]["n_train"], args.net) if rows else 0.0
-    for r in rows:
-        t = r["epoch_seconds"][1:] or r["epoch_seconds"]  # the first epoch warms up
-        r.update(min_s=min(t), median_s=statistics.median(t))
-        r["gflops"] = gflop / r["median_s"]
-        r["peak_fraction"] = r["gflops"] / peak
-    by_name = {r["name"]: r for r in rows}
-    for r in rows:
-        for ref in ("torch-adam", "torch-sgd"):
-            if ref in by_name:
-                r[f"vs_{ref}"] = r["median_s"] / by_name[ref]["median_s"]
+    names = [name for name in args.only or CONTENDERS if runnable(name, args.net)]
+    peaks, runs = [], {name: [] for name in names}
+    for round_ in range(1, args.rounds + 1):  # A B C, A B C, ...: drift hits every contender alike
+        peaks.append(sgemm_peak())
+        for name in names:
+            cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs),
+                   "--device", args.device, "--net", args.net]
+            proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+            run = json.loads(proc.stdout.strip().splitlines()[-1])
+            run["median_s"] = statistics.median(run["epoch_seconds"][1:] or run["epoch_seconds"])
+            runs[name].append(run)
+            print(f"round {round_}: {name} {run['median_s']:.3f} s/epoch", file=sys.stderr)
+    peak = max(peaks)
+    rows = [summarise(name, runs, epoch_gflop(runs[name][0]["n_train"], args.net), peak) for name in names]
     meta = {"command": "python benchmarks/mlp_epoch.py " + " ".join(argv or sys.argv[1:]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "data": source, "epochs": args.epochs,
             "net": {"mlp": "784-256-128-10 ReLU", "cnn": "conv32-pool-conv64-pool-fc128-10 ReLU"}[args.net],
             "batch": BATCH,
-            "sgemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device}
+            "rounds": args.rounds, "sgemm_peak_gflops": peak, "gflop_per_epoch": rows[0]["gflop"] if rows else 0.0,
+            "device": args.device}
     write_report(out, meta, rows)
+
+
+def runnable(name: str, net: str) -> bool:
+    if name.startswith("sklearn") and net == "cnn":
+        return False
+    if name.startswith("torch"):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print(f"skip {name}: torch is not importable", file=sys.stderr)
+            return False
+    return True
+
+
+def summarise(name: str, runs: dict, gflop: float, peak: float) -> dict:
+    """One table row: epoch times pooled over the rounds (warm-up epochs dropped);
+    ratios to PyTorch taken round by round, then their median."""
+    own = runs[name]
+    times = [t for run in own for t in (run["epoch_seconds"][1:] or run["epoch_seconds"])]
+    row = {"name": name, "min_s": min(times), "median_s": statistics.median(times),
+           "test_accuracy": own[0]["test_accuracy"], "peak_rss_mib": max(r["peak_rss_mib"] for r in own),
+           "gflop": gflop, "runs": own}
+    row["gflops"] = gflop / row["median_s"]
+    row["peak_fraction"] = row["gflops"] / peak
+    for ref in ("torch-adam", "torch-sgd"):
+        if ref in runs:
+            row[f"vs_{ref}"] = statistics.median(a["median_s"] / b["median_s"] for a, b in zip(own, runs[ref]))
+    return row
 
 
 def write_report(out: Path, meta: dict, rows: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     lines = [f"`{meta['command']}` — {meta['machine']}; data: {meta['data']}; {meta['net']}, batch "
-             f"{meta['batch']}, {meta['epochs']} epochs (first dropped as warm-up); measured sgemm peak "
+             f"{meta['batch']}; {meta['rounds']} rounds of {meta['epochs']} epochs per contender, taken in turn "
+             f"(first epoch of each dropped as warm-up; ratios to PyTorch are per-round medians); best sgemm peak "
              f"{meta['sgemm_peak_gflops']:.0f} GFLOP/s; {meta['gflop_per_epoch']:.1f} GFLOP per epoch.",
              "",
              "| run | s/epoch (median) | s/epoch (min) | GFLOP/s | % of sgemm peak | vs torch Adam "
