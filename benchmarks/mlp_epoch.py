@@ -217,7 +217,7 @@ def main(argv=None):
             print(f"round {round_}: {name} {run['median_s']:.3f} s/epoch", file=sys.stderr)
     peak = max(peaks)
     rows = [summarise(name, runs, epoch_gflop(runs[name][0]["n_train"], args.net), peak) for name in names]
-    meta = {"command": "python benchmarks/mlp_epoch.py " + " ".join(argv or sys.argv[1:]),
+    meta = {"command": " ".join(["python benchmarks/mlp_epoch.py", *(argv or sys.argv[1:])]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "data": source, "epochs": args.epochs,
             "net": {"mlp": "784-256-128-10 ReLU", "cnn": "conv32-pool-conv64-pool-fc128-10 ReLU"}[args.net],
