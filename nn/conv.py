@@ -90,12 +90,15 @@ class Conv2D(Layer):
                 "b": np.zeros(self.filters)}
 
     def _windows(self):
-        """(kernel row i, kernel col j, the slice of the padded input it sees)."""
+        """For each kernel offset (i, j): its columns in the column matrix (one per input
+        channel), and the strided slice of the padded input it sees."""
         k, s = self.kernel, self.stride
-        ho, wo, _ = self.out_shape
+        ho, wo, c = (*self.out_shape[:2], self.in_shape[2])
         for i in range(k):
             for j in range(k):
-                yield i, j, (slice(None), slice(i, i + s * (ho - 1) + 1, s), slice(j, j + s * (wo - 1) + 1, s))
+                start = (i * k + j) * c
+                yield (slice(start, start + c),
+                       (slice(None), slice(i, i + s * (ho - 1) + 1, s), slice(j, j + s * (wo - 1) + 1, s)))
 
     def _blocks(self, n: int):
         """Slices of the batch whose column matrices fit in `block_bytes` (at least one image)."""
@@ -106,16 +109,15 @@ class Conv2D(Layer):
 
     def _im2col(self, xpad, out):
         """Fill `out` (a scratch buffer) with the column matrix of the padded images
-        `xpad` - one row per output pixel, one column per (i, j, channel) - and a last
-        column of ones, so one product with [W; b] adds the bias as well."""
+        `xpad` - one row per output pixel; columns (i, j, channel) for kernel offset
+        (i, j), then a column of ones, so one product with [W; b] adds the bias too."""
         n = xpad.shape[0]
         ho, wo, _ = self.out_shape
-        c = self.in_shape[2]
         rows = out[: n * ho * wo]
-        cols = rows[:, :-1].reshape(n, ho, wo, self.kernel, self.kernel, c)  # a view: only splits axes
-        for i, j, window in self._windows():
-            cols[:, :, :, i, j, :] = xpad[window]
-        rows[:, -1] = 1
+        cols = rows.reshape(n, ho, wo, -1)  # leading rows of a C-ordered buffer: always a view
+        for columns, window in self._windows():
+            cols[:, :, :, columns] = xpad[window]
+        cols[:, :, :, -1] = 1
         return rows
 
     def _scratch(self, blocks, dtype):
@@ -144,7 +146,7 @@ class Conv2D(Layer):
     def backward(self, grad):
         xp, p = self.xp, self.padding
         n, ho, wo, f = grad.shape
-        h, w, c = self.in_shape
+        h, w, _ = self.in_shape
         g = grad.reshape(n * ho * wo, f)
         dxpad = xp.zeros(self.xpad.shape, dtype=grad.dtype) if self.needs_input_grad else None
         blocks = self._blocks(n)
@@ -158,10 +160,10 @@ class Conv2D(Layer):
                 grad_w_and_b += cols.T @ gb
             if dxpad is not None:  # the column gradient reuses the scratch; col2im adds it back
                 xp.matmul(gb, w_and_b.T, out=cols)  # its last column (g @ b) is not needed
-                dcols = cols[:, :-1].reshape(-1, ho, wo, self.kernel, self.kernel, c)
+                dcols = cols.reshape(-1, ho, wo, cols.shape[1])
                 dblock = dxpad[block]
-                for i, j, window in self._windows():
-                    dblock[window] += dcols[:, :, :, i, j, :]
+                for columns, window in self._windows():
+                    dblock[window] += dcols[:, :, :, columns]
         self.grads["W"][...] = grad_w_and_b[:-1]
         self.grads["b"][...] = grad_w_and_b[-1]
         if dxpad is None:
