@@ -22,9 +22,10 @@ import numpy as np
 
 from nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from nn.backend import CPU, Backend
-from nn.conv import Conv2D, MaxPool2D, Reshape
+from nn.conv import Conv2D, Reshape
 from nn.layers import Dense, Dropout, Flatten, Layer
 from nn.losses import softmax
+from nn.pool import MaxPool2D
 
 LAYERS: dict[str, type[Layer]] = {
     cls.kind: cls for cls in (Dense, Dropout, Flatten, ReLU, LeakyReLU, Sigmoid, Tanh, Conv2D, MaxPool2D, Reshape)
