@@ -1,0 +1,92 @@
+"""Where a training step's time goes: median milliseconds per layer, forward and
+backward, plus the loss and the optimiser step, for the benchmark MLP or CNN.
+
+    python benchmarks/layer_times.py                 # the 784-256-128-10 MLP, Adam, batch 128
+    python benchmarks/layer_times.py --net cnn       # conv32-pool-conv64-pool-fc128-10
+    python benchmarks/layer_times.py --net cnn --steps 200 --device gpu
+
+Batches come from data/prepared/train.npz when present (random MNIST-sized data
+otherwise), in order, as in an epoch. The first --warmup steps are not counted.
+Each layer is timed on its own, so on a GPU the numbers include a synchronisation
+per layer (they show the split, not the speed). Run by hand; it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+
+import numpy as np
+from mlp_epoch import BATCH, CHANNELS, CNN_HIDDEN, HIDDEN, LR, load_data
+
+from nn.backend import select
+from nn.losses import SoftmaxCrossEntropy
+from nn.model import Sequential, cnn_spec, mlp_spec
+from nn.optim import Adam
+
+
+def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list[float]]:
+    x, y, _, _, _ = load_data()
+    backend = select(device)
+    spec = mlp_spec((28, 28), list(HIDDEN)) if net == "mlp" else cnn_spec((28, 28), CHANNELS, CNN_HIDDEN)
+    spec["normalize"] = {"mean": float(x.mean()), "std": float(x.std())}
+    model = Sequential(spec, backend=backend)
+    rng = np.random.default_rng(0)
+    model.init_params(rng)
+    opt = Adam(model.params_flat, model.grads_flat, backend=backend)
+    loss_fn = SoftmaxCrossEntropy(backend)
+    sync = backend.xp.cuda.Device().synchronize if backend.is_gpu else (lambda: None)
+    times: dict[str, list[float]] = defaultdict(list)
+
+    def timed(name, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        sync()
+        times[name].append(time.perf_counter() - start)
+        return out
+
+    n_batches = len(x) // BATCH
+    for step in range(warmup + steps):
+        rows = slice((step % n_batches) * BATCH, (step % n_batches + 1) * BATCH)
+        h = timed("prepare", model.prepare, x[rows])
+        for i, layer in enumerate(model.layers):
+            h = timed(f"{i} {layer.describe()}|forward", layer.forward, h, True, rng)
+        timed("loss|forward", loss_fn.forward, h, backend.to_device(y[rows].astype(np.intp)))
+        grad = timed("loss|backward", loss_fn.backward)
+        for i in reversed(range(len(model.layers))):
+            layer = model.layers[i]
+            grad = timed(f"{i} {layer.describe()}|backward", layer.backward, grad)
+            if grad is None:
+                break
+        timed("Adam step", opt.step, LR)
+        if step == warmup - 1:
+            times.clear()
+    return times
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    args = ap.parse_args(argv)
+    times = step_times(args.net, args.steps, args.warmup, args.device)
+    rows: dict[str, dict[str, float]] = defaultdict(dict)
+    for key, values in times.items():
+        name, _, phase = key.partition("|")
+        rows[name][phase or "total"] = 1e3 * statistics.median(values)
+    total = sum(ms for row in rows.values() for ms in row.values())
+    print(f"{args.net}, batch {BATCH}, {args.device}: median ms per step over {args.steps} steps "
+          f"(sum {total:.2f} ms)\n")
+    width = max(map(len, rows)) + 2
+    print(f"{'':{width}}{'forward':>10}{'backward':>10}{'share':>8}")
+    for name, row in rows.items():  # rows without a phase (prepare, the Adam step) count as forward
+        fwd, bwd = row.get("forward", row.get("total", 0.0)), row.get("backward", 0.0)
+        print(f"{name:{width}}{fwd:>10.3f}{bwd:>10.3f}{100 * (fwd + bwd) / total:>7.1f}%")
+
+
+if __name__ == "__main__":
+    main()
