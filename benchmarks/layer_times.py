@@ -19,31 +19,24 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from mlp_epoch import BATCH, CHANNELS, CNN_HIDDEN, HIDDEN, LR, load_data
+from mlp_epoch import BATCH, LR, load_data, our_model
 
-from nn.backend import select
 from nn.losses import SoftmaxCrossEntropy
-from nn.model import Sequential, cnn_spec, mlp_spec
 from nn.optim import Adam
 
 
 def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list[float]]:
     x, y, _, _, _ = load_data()
-    backend = select(device)
-    spec = mlp_spec((28, 28), list(HIDDEN)) if net == "mlp" else cnn_spec((28, 28), CHANNELS, CNN_HIDDEN)
-    spec["normalize"] = {"mean": float(x.mean()), "std": float(x.std())}
-    model = Sequential(spec, backend=backend)
-    rng = np.random.default_rng(0)
-    model.init_params(rng)
+    model, rng = our_model(net, x, device)
+    backend = model.backend
     opt = Adam(model.params_flat, model.grads_flat, backend=backend)
     loss_fn = SoftmaxCrossEntropy(backend)
-    sync = backend.xp.cuda.Device().synchronize if backend.is_gpu else (lambda: None)
     times: dict[str, list[float]] = defaultdict(list)
 
     def timed(name, fn, *args):
         start = time.perf_counter()
         out = fn(*args)
-        sync()
+        backend.synchronize()
         times[name].append(time.perf_counter() - start)
         return out
 

@@ -81,19 +81,27 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def run_ours(opt_name, epochs, device, data, net):
+def our_model(net: str, x, device: str):
+    """This project's benchmark net on `device`, normalised for x, initialised from seed 0
+    -> (model, the rng to go on with)."""
     from nn.backend import select
     from nn.model import Sequential, cnn_spec, mlp_spec
+
+    spec = mlp_spec((28, 28), list(HIDDEN)) if net == "mlp" else cnn_spec((28, 28), CHANNELS, CNN_HIDDEN)
+    spec["normalize"] = {"mean": float(x.mean()), "std": float(x.std())}
+    model = Sequential(spec, backend=select(device))
+    rng = np.random.default_rng(0)
+    model.init_params(rng)
+    return model, rng
+
+
+def run_ours(opt_name, epochs, device, data, net):
     from nn.optim import OPTIMIZERS, Constant
     from nn.train import FitOptions, fit
 
     x, y, xt, yt = data
-    backend = select(device)
-    spec = mlp_spec((28, 28), list(HIDDEN)) if net == "mlp" else cnn_spec((28, 28), CHANNELS, CNN_HIDDEN)
-    spec["normalize"] = {"mean": float(x.mean()), "std": float(x.std())}
-    model = Sequential(spec, backend=backend)
-    rng = np.random.default_rng(0)
-    model.init_params(rng)
+    model, rng = our_model(net, x, device)
+    backend = model.backend
     kw = {"momentum": 0.9} if opt_name == "sgd" else {}
     opt = OPTIMIZERS[opt_name](model.params_flat, model.grads_flat, backend=backend, **kw)
     lr = LR if opt_name == "adam" else MOMENTUM_LR

@@ -52,6 +52,11 @@ class Backend:
             return array
         return self.xp.asnumpy(array)
 
+    def synchronize(self) -> None:
+        """Wait until the device has finished all queued work (for timing; a no-op on the CPU)."""
+        if self.is_gpu:
+            self.xp.cuda.Device().synchronize()
+
     def describe(self) -> str:
         if self.is_gpu:
             return f"using GPU via CuPy: {self.device_name}"
