@@ -220,18 +220,18 @@ def main(argv=None):
                    "--device", args.device, "--net", args.net]
             proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
             run = json.loads(proc.stdout.strip().splitlines()[-1])
-            run["median_s"] = statistics.median(run["epoch_seconds"][1:] or run["epoch_seconds"])
+            run["median_s"] = statistics.median(measured(run))
             runs[name].append(run)
             print(f"round {round_}: {name} {run['median_s']:.3f} s/epoch", file=sys.stderr)
     peak = max(peaks)
-    rows = [summarise(name, runs, epoch_gflop(runs[name][0]["n_train"], args.net), peak) for name in names]
+    gflop = epoch_gflop(runs[names[0]][0]["n_train"], args.net) if names else 0.0
+    rows = [summarise(name, runs, gflop, peak) for name in names]
     meta = {"command": " ".join(["python benchmarks/mlp_epoch.py", *(argv or sys.argv[1:])]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "data": source, "epochs": args.epochs,
             "net": {"mlp": "784-256-128-10 ReLU", "cnn": "conv32-pool-conv64-pool-fc128-10 ReLU"}[args.net],
             "batch": BATCH,
-            "rounds": args.rounds, "sgemm_peak_gflops": peak, "gflop_per_epoch": rows[0]["gflop"] if rows else 0.0,
-            "device": args.device}
+            "rounds": args.rounds, "sgemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device}
     write_report(out, meta, rows)
 
 
@@ -247,14 +247,19 @@ def runnable(name: str, net: str) -> bool:
     return True
 
 
+def measured(run: dict) -> list[float]:
+    """A run's epoch times without the first, which warms up (unless it is the only one)."""
+    return run["epoch_seconds"][1:] or run["epoch_seconds"]
+
+
 def summarise(name: str, runs: dict, gflop: float, peak: float) -> dict:
     """One table row: epoch times pooled over the rounds (warm-up epochs dropped);
     ratios to PyTorch taken round by round, then their median."""
     own = runs[name]
-    times = [t for run in own for t in (run["epoch_seconds"][1:] or run["epoch_seconds"])]
+    times = [t for run in own for t in measured(run)]
     row = {"name": name, "min_s": min(times), "median_s": statistics.median(times),
            "test_accuracy": own[0]["test_accuracy"], "peak_rss_mib": max(r["peak_rss_mib"] for r in own),
-           "gflop": gflop, "runs": own}
+           "runs": own}
     row["gflops"] = gflop / row["median_s"]
     row["peak_fraction"] = row["gflops"] / peak
     for ref in ("torch-adam", "torch-sgd"):

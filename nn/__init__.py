@@ -4,7 +4,8 @@ The modules, one concept each:
     backend      choose NumPy or CuPy (the only module that imports cupy)
     layers       the Layer contract; Dense, Dropout, Flatten
     activations  ReLU, LeakyReLU, Sigmoid, Tanh
-    conv         Conv2D, MaxPool2D
+    conv         Conv2D (im2col), Reshape
+    pool         MaxPool2D
     losses       softmax, fused softmax + cross-entropy
     optim        SGD (momentum, Nesterov), Adam, AdamW; LR schedules
     model        Sequential over a flat parameter buffer; mlp_spec / cnn_spec builders

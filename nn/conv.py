@@ -79,6 +79,7 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D kernel {k} does not fit input {h}x{w} with padding {p}")
         self.in_shape, self.out_shape = tuple(in_shape), (ho, wo, self.filters)
         self.param_shapes = {"W": (k * k * c, self.filters), "b": (self.filters,)}
+        self.n_columns = k * k * c + 1  # of the column matrix: one per (i, j, channel), then the ones
         return self.out_shape
 
     def init_params(self, rng):
@@ -100,7 +101,7 @@ class Conv2D(Layer):
     def _blocks(self, n: int):
         """Slices of the batch whose column matrices fit in `block_bytes` (at least one image)."""
         ho, wo, _ = self.out_shape
-        row_bytes = (self.param_shapes["W"][0] + 1) * np.dtype(self.params["W"].dtype).itemsize
+        row_bytes = self.n_columns * self.params["W"].dtype.itemsize
         step = n if self.backend.block_bytes is None else max(1, self.backend.block_bytes // (ho * wo * row_bytes))
         return [slice(b, min(b + step, n)) for b in range(0, n, step)]
 
@@ -121,7 +122,7 @@ class Conv2D(Layer):
         """Room for the first (the biggest) block's column matrix, plus the ones column."""
         ho, wo, _ = self.out_shape
         rows = (blocks[0].stop - blocks[0].start) * ho * wo
-        return self.xp.empty((rows, self.param_shapes["W"][0] + 1), dtype=dtype)
+        return self.xp.empty((rows, self.n_columns), dtype=dtype)
 
     def _w_and_b(self):
         """[W; b]: (kh * kw * C + 1, filters)."""
@@ -157,7 +158,7 @@ class Conv2D(Layer):
                 grad_w_and_b += cols.T @ gb
             if dxpad is not None:  # the column gradient reuses the scratch; col2im adds it back
                 xp.matmul(gb, w_and_b.T, out=cols)  # its last column (g @ b) is not needed
-                dcols = cols.reshape(-1, ho, wo, cols.shape[1])
+                dcols = cols.reshape(-1, ho, wo, self.n_columns)
                 dblock = dxpad[block]
                 for columns, window in self._windows():
                     dblock[window] += dcols[:, :, :, columns]

