@@ -253,3 +253,20 @@ def test_dense_memory_order_changes_nothing_but_rounding(backend, rng):
         results.append((backend.to_host(logits), backend.to_host(model.grads_flat).copy()))
     for c_order, f_order in zip(*results):
         np.testing.assert_allclose(f_order, c_order, rtol=1e-12, atol=1e-14)
+
+
+def test_relu_reuses_its_zeros_only_for_a_matching_input(backend, rng):
+    """ReLU keeps an array of zeros between calls (see nn.activations.ReLU); inputs that change
+    shape, memory order or dtype between calls must still give exactly max(x, 0)."""
+    from nn.activations import ReLU
+
+    xp = backend.xp
+    relu = ReLU()
+    relu.bind(backend, {}, {})
+    base = rng.normal(size=(6, 5))
+    inputs = [base, np.asfortranarray(base), base[:4], base.T, base.astype(np.float32), base[::2], base]
+    for x in inputs:
+        y = backend.to_host(relu.forward(xp.asarray(x)))
+        assert y.dtype == x.dtype and y.shape == x.shape
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+    assert relu.zeros.shape == base.shape and not backend.to_host(relu.zeros).any()
