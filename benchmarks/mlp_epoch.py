@@ -2,17 +2,18 @@
 conv32-pool-conv64-pool-fc128-10), batch 128, float32: this project against
 PyTorch (CPU, where importable) and scikit-learn's MLPClassifier (MLP only), in one run.
 
-    python benchmarks/mlp_epoch.py                 # all contenders, 3 rounds of 5 epochs each
-    python benchmarks/mlp_epoch.py --epochs 3 --only ours-adam torch-adam
+    python benchmarks/mlp_epoch.py                 # all contenders, 11 epochs each
+    python benchmarks/mlp_epoch.py --only ours-adam torch-adam
     python benchmarks/mlp_epoch.py --device gpu    # this project on CuPy
-    python benchmarks/mlp_epoch.py --net cnn --epochs 3 --only ours-adam torch-adam
+    python benchmarks/mlp_epoch.py --net cnn --epochs 4 --only ours-adam torch-adam
 
-Each contender runs in its own process (so its peak RSS is its own), --rounds
-times, the contenders taken in turn (A B C, A B C, ...) so that the machine's
-drift hits them alike; ratios to PyTorch are medians of per-round ratios. Data: the
-pipeline's data/prepared/{train,test}.npz when present (then test accuracy is
-real), else random MNIST-sized data. Writes benchmarks/results/<name>.{md,json}.
-Run by hand; it is not a test.
+Each contender runs in its own long-lived process (so its peak RSS is its own) and
+the contenders take turns epoch by epoch (A B C, C B A, A B C, ...), a short pause
+between turns: the machine's drift then hits neighbouring epochs alike, and the
+ratios to PyTorch are medians of epoch-by-epoch ratios. The first epoch of each is dropped as
+warm-up. Data: the pipeline's data/prepared/{train,test}.npz when present (then test
+accuracy is real), else random MNIST-sized data. Writes
+benchmarks/results/<net>_<device>.{md,json}. Run by hand; it is not a test.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HIDDEN = (256, 128)
 CHANNELS, CNN_HIDDEN = (32, 64), (128,)
 BATCH, LR, MOMENTUM_LR = 128, 1e-3, 0.05
-CONTENDERS = ("ours-adam", "ours-sgd", "torch-adam", "torch-sgd", "sklearn-adam")
+CONTENDERS = ("ours-adam", "torch-adam", "ours-sgd", "torch-sgd", "sklearn-adam")  # pairs side by side
 
 
 def load_data():
@@ -95,19 +97,22 @@ def our_model(net: str, x, device: str):
     return model, rng
 
 
-def run_ours(opt_name, epochs, device, data, net):
+def ours(opt_name, device, data, net):
+    """This project's contender -> (one_epoch() -> seconds, test_accuracy() -> float)."""
     from nn.optim import OPTIMIZERS, Constant
     from nn.train import FitOptions, fit
 
     x, y, xt, yt = data
     model, rng = our_model(net, x, device)
-    backend = model.backend
     kw = {"momentum": 0.9} if opt_name == "sgd" else {}
-    opt = OPTIMIZERS[opt_name](model.params_flat, model.grads_flat, backend=backend, **kw)
-    lr = LR if opt_name == "adam" else MOMENTUM_LR
-    history = fit(model, opt, Constant(lr, 10 ** 9), x, y, xt[:1], yt[:1],
-                  FitOptions(epochs=epochs, batch_size=BATCH, progress=False), rng)
-    return [r["seconds"] for r in history], float((model.predict(xt) == yt).mean())
+    opt = OPTIMIZERS[opt_name](model.params_flat, model.grads_flat, backend=model.backend, **kw)
+    schedule = Constant(LR if opt_name == "adam" else MOMENTUM_LR, 10 ** 9)
+    opts = FitOptions(epochs=1, batch_size=BATCH, progress=False)
+
+    def one_epoch():  # fit's own timer: the training pass, not its (one-sample) validation
+        return fit(model, opt, schedule, x, y, xt[:1], yt[:1], opts, rng)[0]["seconds"]
+
+    return one_epoch, lambda: float((model.predict(xt) == yt).mean())
 
 
 def torch_net(net):
@@ -128,110 +133,149 @@ def torch_net(net):
     return torch.nn.Sequential(*layers[:-1])
 
 
-def run_torch(opt_name, epochs, data, net):
+def pytorch(opt_name, device, data, net):
+    """PyTorch on the CPU, the same net, data and optimiser -> (one_epoch, test_accuracy)."""
     import torch
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
     x, y, xt, yt = data
     mean, std = float(x.mean()), float(x.std())
-
     shape = (-1,) if net == "mlp" else (1, 28, 28)
 
     def prep(a):
         return (torch.from_numpy(a.reshape(len(a), *shape).astype(np.float32)) - mean) / std
 
     xs, ys, xts = prep(x), torch.from_numpy(y.astype(np.int64)), prep(xt)
-    net = torch_net(net)
-    opt = (torch.optim.Adam(net.parameters(), lr=LR) if opt_name == "adam"
-           else torch.optim.SGD(net.parameters(), lr=MOMENTUM_LR, momentum=0.9))
+    model = torch_net(net)
+    opt = (torch.optim.Adam(model.parameters(), lr=LR) if opt_name == "adam"
+           else torch.optim.SGD(model.parameters(), lr=MOMENTUM_LR, momentum=0.9))
     loss_fn = torch.nn.CrossEntropyLoss()
-    times = []
-    for _ in range(epochs):
+
+    def one_epoch():
         start = time.perf_counter()
         perm = torch.randperm(len(xs))
         for i in range(0, len(xs), BATCH):
             idx = perm[i:i + BATCH]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xs[idx]), ys[idx])
+            loss = loss_fn(model(xs[idx]), ys[idx])
             loss.backward()
             opt.step()
-        times.append(time.perf_counter() - start)
-    with torch.no_grad():
-        acc = float((net(xts).argmax(1).numpy() == yt).mean())
-    return times, acc
+        return time.perf_counter() - start
+
+    def test_accuracy():
+        with torch.no_grad():
+            return float((model(xts).argmax(1).numpy() == yt).mean())
+
+    return one_epoch, test_accuracy
 
 
-def run_sklearn(epochs, data):
+def sklearn(opt_name, device, data, net):
+    """scikit-learn's MLPClassifier (Adam), one partial_fit pass per epoch -> (one_epoch, test_accuracy)."""
     import warnings
 
     from sklearn.neural_network import MLPClassifier
 
     x, y, xt, yt = data
     mean, std = float(x.mean()), float(x.std())
-    xs = ((x.reshape(len(x), -1).astype(np.float32) - mean) / std)
+
+    def prep(a):
+        return (a.reshape(len(a), -1).astype(np.float32) - mean) / std
+
+    xs = prep(x)
     clf = MLPClassifier(HIDDEN, solver="adam", batch_size=BATCH, learning_rate_init=LR, alpha=0.0,
                         random_state=0)
-    times = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _ in range(epochs):
-            times.append(_timed(lambda: clf.partial_fit(xs, y, classes=np.arange(10))))
-    acc = float((clf.predict((xt.reshape(len(xt), -1).astype(np.float32) - mean) / std) == yt).mean())
-    return times, acc
+
+    def one_epoch():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "maximum iterations reached": one pass is what we ask
+            return _timed(lambda: clf.partial_fit(xs, y, classes=np.arange(10)))
+
+    return one_epoch, lambda: float((clf.predict(prep(xt)) == yt).mean())
 
 
-def child(name, epochs, device, net):
+FAMILIES = {"ours": ours, "torch": pytorch, "sklearn": sklearn}
+
+
+def child(name, device, net):
+    """A contender's process: set up, say "ready", then run one epoch per "epoch" line read
+    (answering with its seconds); at end of input, answer with test accuracy and peak RSS."""
     x, y, xt, yt, _ = load_data()
-    data = (x, y, xt, yt)
     family, opt = name.split("-")
-    if family == "ours":
-        times, acc = run_ours(opt, epochs, device, data, net)
-    elif family == "torch":
-        times, acc = run_torch(opt, epochs, data, net)
-    else:
-        times, acc = run_sklearn(epochs, data)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-    print(json.dumps({"name": name, "epoch_seconds": times, "test_accuracy": acc,
-                      "peak_rss_mib": peak_rss, "n_train": len(x)}))
+    one_epoch, test_accuracy = FAMILIES[family](opt, device, (x, y, xt, yt), net)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(json.dumps(one_epoch()), flush=True)
+    # the training's peak, read before the test-set pass; KiB -> MiB on Linux
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"test_accuracy": test_accuracy(), "peak_rss_mib": peak_rss, "n_train": len(x)}),
+          flush=True)
+
+
+class Contender:
+    """The parent's handle on one child process."""
+
+    def __init__(self, name, args):
+        self.name, self.log = name, tempfile.TemporaryFile(mode="w+")
+        cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--net", args.net]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, text=True, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log)
+        self._answer()  # "ready"
+
+    def _answer(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            raise SystemExit(f"error: the {self.name} run failed:\n{self.log.read()[-2000:]}")
+        return line
+
+    def epoch(self) -> float:
+        self.proc.stdin.write("epoch\n")
+        self.proc.stdin.flush()
+        return float(self._answer())
+
+    def finish(self) -> dict:
+        self.proc.stdin.close()
+        result = json.loads(self._answer())
+        self.proc.wait()
+        return result
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=5, help="per run; the first is dropped as warm-up")
-    ap.add_argument("--rounds", type=int, default=3, help="runs of every contender, taken in turn")
+    ap.add_argument("--epochs", type=int, default=11, help="per contender; the first is dropped as warm-up")
     ap.add_argument("--only", nargs="*", choices=CONTENDERS)
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="for this project's runs")
     ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
+    ap.add_argument("--pause", type=float, default=0.25,
+                    help="seconds between two contenders' epochs, for the last one's thread pool to go idle")
     ap.add_argument("--out", help="report path without suffix (default benchmarks/results/<net>_<device>)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return child(args.child, args.epochs, args.device, args.net)
+        return child(args.child, args.device, args.net)
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.net}_{args.device}")
 
     _, _, _, _, source = load_data()
     names = [name for name in args.only or CONTENDERS if runnable(name, args.net)]
-    peaks, runs = [], {name: [] for name in names}
-    for round_ in range(1, args.rounds + 1):  # A B C, A B C, ...: drift hits every contender alike
-        peaks.append(sgemm_peak())
-        for name in names:
-            cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs),
-                   "--device", args.device, "--net", args.net]
-            proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-            run = json.loads(proc.stdout.strip().splitlines()[-1])
-            run["median_s"] = statistics.median(measured(run))
-            runs[name].append(run)
-            print(f"round {round_}: {name} {run['median_s']:.3f} s/epoch", file=sys.stderr)
+    contenders = [Contender(name, args) for name in names]
+    peaks = [sgemm_peak()]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for epoch in range(1, args.epochs + 1):  # A B C, C B A, A B C, ...: drift hits neighbours alike
+        for c in contenders if epoch % 2 else contenders[::-1]:
+            time.sleep(args.pause)
+            times[c.name].append(c.epoch())
+        print(f"epoch {epoch}: " + "  ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()), file=sys.stderr)
+    peaks.append(sgemm_peak())
+    finals = {c.name: c.finish() for c in contenders}
     peak = max(peaks)
-    gflop = epoch_gflop(runs[names[0]][0]["n_train"], args.net) if names else 0.0
-    rows = [summarise(name, runs, gflop, peak) for name in names]
+    gflop = epoch_gflop(finals[names[0]]["n_train"], args.net) if names else 0.0
+    rows = [summarise(name, times, finals[name], gflop, peak) for name in names]
     meta = {"command": " ".join(["python benchmarks/mlp_epoch.py", *(argv or sys.argv[1:])]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "data": source, "epochs": args.epochs,
             "net": {"mlp": "784-256-128-10 ReLU", "cnn": "conv32-pool-conv64-pool-fc128-10 ReLU"}[args.net],
-            "batch": BATCH,
-            "rounds": args.rounds, "sgemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device}
+            "batch": BATCH, "pause_s": args.pause, "sgemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device}
     write_report(out, meta, rows)
 
 
@@ -247,44 +291,43 @@ def runnable(name: str, net: str) -> bool:
     return True
 
 
-def measured(run: dict) -> list[float]:
-    """A run's epoch times without the first, which warms up (unless it is the only one)."""
-    return run["epoch_seconds"][1:] or run["epoch_seconds"]
+def measured(seconds: list[float]) -> list[float]:
+    """Epoch times without the first, which warms up (unless it is the only one)."""
+    return seconds[1:] or seconds
 
 
-def summarise(name: str, runs: dict, gflop: float, peak: float) -> dict:
-    """One table row: epoch times pooled over the rounds (warm-up epochs dropped);
-    ratios to PyTorch taken round by round, then their median."""
-    own = runs[name]
-    times = [t for run in own for t in measured(run)]
-    row = {"name": name, "min_s": min(times), "median_s": statistics.median(times),
-           "test_accuracy": own[0]["test_accuracy"], "peak_rss_mib": max(r["peak_rss_mib"] for r in own),
-           "runs": own}
+def summarise(name: str, times: dict, final: dict, gflop: float, peak: float) -> dict:
+    """One table row; ratios to PyTorch are medians of epoch-by-epoch ratios (epoch i against epoch i)."""
+    own = measured(times[name])
+    row = {"name": name, "min_s": min(own), "median_s": statistics.median(own), **final,
+           "epoch_seconds": times[name]}
     row["gflops"] = gflop / row["median_s"]
     row["peak_fraction"] = row["gflops"] / peak
     for ref in ("torch-adam", "torch-sgd"):
-        if ref in runs:
-            row[f"vs_{ref}"] = statistics.median(a["median_s"] / b["median_s"] for a, b in zip(own, runs[ref]))
+        if ref in times:
+            row[f"vs_{ref}"] = statistics.median(a / b for a, b in zip(own, measured(times[ref])))
     return row
 
 
 def write_report(out: Path, meta: dict, rows: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    (out.parent / f"{out.name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     lines = [f"`{meta['command']}` — {meta['machine']}; data: {meta['data']}; {meta['net']}, batch "
-             f"{meta['batch']}; {meta['rounds']} rounds of {meta['epochs']} epochs per contender, taken in turn "
-             f"(first epoch of each dropped as warm-up; ratios to PyTorch are per-round medians); best sgemm peak "
+             f"{meta['batch']}; {meta['epochs']} epochs per contender, taken in turn epoch by epoch, "
+             f"the order reversed every other epoch "
+             f"(the first of each dropped as warm-up; ratios to PyTorch are medians of epoch-by-epoch ratios); "
+             f"best sgemm peak "
              f"{meta['sgemm_peak_gflops']:.0f} GFLOP/s; {meta['gflop_per_epoch']:.1f} GFLOP per epoch.",
              "",
              "| run | s/epoch (median) | s/epoch (min) | GFLOP/s | % of sgemm peak | vs torch Adam "
-             "| vs torch SGD | test acc | peak RSS MiB |",
+             "| vs torch SGD | test acc | peak RSS MiB (training) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = [f"{r[k]:.2f}×" if k in r else "–" for k in ("vs_torch-adam", "vs_torch-sgd")]
         lines.append(f"| {r['name']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['gflops']:.0f} | "
                      f"{100 * r['peak_fraction']:.0f} % | {ratio[0]} | {ratio[1]} | "
                      f"{100 * r['test_accuracy']:.2f} % | {r['peak_rss_mib']:.0f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    (out.parent / f"{out.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import importlib.util
 import re
+import statistics
 import subprocess
 import sys
 
@@ -25,12 +27,29 @@ def test_layer_times_lists_every_layer_and_shares_add_up():
 
 
 def test_epoch_benchmark_writes_its_table_and_json(tmp_path):
-    out = tmp_path / "bench"
-    run("benchmarks/mlp_epoch.py", "--epochs", "2", "--rounds", "2", "--only", "ours-sgd", "--out", out)
-    report = json.loads(out.with_suffix(".json").read_text())
-    (row,) = report["results"]
-    assert row["name"] == "ours-sgd" and len(row["runs"]) == 2
-    assert all(len(r["epoch_seconds"]) == 2 for r in row["runs"])
-    assert row["min_s"] <= row["median_s"] and 0 < row["peak_fraction"] < 1.5
-    assert 0.0 <= row["test_accuracy"] <= 1.0
-    assert "| ours-sgd |" in out.with_suffix(".md").read_text()
+    out = tmp_path / "bench.v1"  # a dot in the name must not be taken for a suffix
+    run("benchmarks/mlp_epoch.py", "--epochs", "3", "--pause", "0", "--only", "ours-sgd", "ours-adam",
+        "--out", out)
+    report = json.loads((tmp_path / "bench.v1.json").read_text())
+    assert [row["name"] for row in report["results"]] == ["ours-sgd", "ours-adam"]
+    for row in report["results"]:
+        seconds = row["epoch_seconds"]
+        assert len(seconds) == 3 and all(s > 0 for s in seconds)
+        # the warm-up epoch is left out of the figures
+        assert row["min_s"] == min(seconds[1:]) and row["median_s"] == statistics.median(seconds[1:])
+        assert 0 < row["peak_fraction"] < 1.5 and 0.0 <= row["test_accuracy"] <= 1.0
+        assert row["peak_rss_mib"] > 0
+    table = (tmp_path / "bench.v1.md").read_text()
+    assert "| ours-sgd |" in table and "| ours-adam |" in table
+
+
+def test_ratios_pair_epoch_with_epoch_and_drop_the_warm_up():
+    spec = importlib.util.spec_from_file_location("mlp_epoch", ROOT / "benchmarks" / "mlp_epoch.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    times = {"ours-adam": [9.0, 1.0, 4.0, 3.0], "torch-adam": [1.0, 2.0, 1.0, 10.0]}
+    final = {"test_accuracy": 0.9, "peak_rss_mib": 1.0, "n_train": 10}
+    row = bench.summarise("ours-adam", times, final, gflop=3.0, peak=10.0)
+    assert row["vs_torch-adam"] == 0.5  # median of 1/2, 4/1, 3/10 - not 3/2, the ratio of medians
+    assert row["median_s"] == 3.0 and row["min_s"] == 1.0 and row["gflops"] == 1.0
+    assert "vs_torch-sgd" not in row
