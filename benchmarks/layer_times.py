@@ -26,7 +26,7 @@ from nn.optim import Adam
 
 
 def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list[float]]:
-    x, y, _, _, _ = load_data()
+    x, y, _, _ = load_data()
     model, rng = our_model(net, x, device)
     backend = model.backend
     opt = Adam(model.params_flat, model.grads_flat, backend=backend)

@@ -39,15 +39,29 @@ BATCH, LR, MOMENTUM_LR = 128, 1e-3, 0.05
 CONTENDERS = ("ours-adam", "torch-adam", "ours-sgd", "torch-sgd", "sklearn-adam")  # pairs side by side
 
 
+PREPARED = ROOT / "data" / "prepared"
+
+
+def data_source() -> str:
+    if (PREPARED / "train.npz").exists():
+        return "MNIST (data/prepared)"
+    return "random MNIST-sized (run dvc repro for real data)"
+
+
 def load_data():
-    prepared = ROOT / "data" / "prepared"
-    if (prepared / "train.npz").exists():
-        with np.load(prepared / "train.npz") as tr, np.load(prepared / "test.npz") as te:
-            return tr["x"], tr["y"], te["x"], te["y"], "MNIST (data/prepared)"
+    """(x_train, y_train, x_test, y_test): the pipeline's prepared MNIST, else random data of its size."""
+    if (PREPARED / "train.npz").exists():
+        with np.load(PREPARED / "train.npz") as tr, np.load(PREPARED / "test.npz") as te:
+            return tr["x"], tr["y"], te["x"], te["y"]
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (70000, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, 70000).astype(np.uint8)
-    return x[:60000], y[:60000], x[60000:], y[60000:], "random MNIST-sized (run dvc repro for real data)"
+    return x[:60000], y[:60000], x[60000:], y[60000:]
+
+
+def normalised(a, mean: float, std: float, shape=(-1,)):
+    """uint8 images -> float32 (N, *shape), scaled as this project's model scales its input."""
+    return (a.reshape(len(a), *shape).astype(np.float32) - mean) / std
 
 
 def layer_macs(net: str) -> list[int]:
@@ -142,11 +156,8 @@ def pytorch(opt_name, device, data, net):
     x, y, xt, yt = data
     mean, std = float(x.mean()), float(x.std())
     shape = (-1,) if net == "mlp" else (1, 28, 28)
-
-    def prep(a):
-        return (torch.from_numpy(a.reshape(len(a), *shape).astype(np.float32)) - mean) / std
-
-    xs, ys, xts = prep(x), torch.from_numpy(y.astype(np.int64)), prep(xt)
+    xs, xts = (torch.from_numpy(normalised(a, mean, std, shape)) for a in (x, xt))
+    ys = torch.from_numpy(y.astype(np.int64))
     model = torch_net(net)
     opt = (torch.optim.Adam(model.parameters(), lr=LR) if opt_name == "adam"
            else torch.optim.SGD(model.parameters(), lr=MOMENTUM_LR, momentum=0.9))
@@ -178,11 +189,7 @@ def sklearn(opt_name, device, data, net):
 
     x, y, xt, yt = data
     mean, std = float(x.mean()), float(x.std())
-
-    def prep(a):
-        return (a.reshape(len(a), -1).astype(np.float32) - mean) / std
-
-    xs = prep(x)
+    xs = normalised(x, mean, std)
     clf = MLPClassifier(HIDDEN, solver="adam", batch_size=BATCH, learning_rate_init=LR, alpha=0.0,
                         random_state=0)
 
@@ -191,7 +198,7 @@ def sklearn(opt_name, device, data, net):
             warnings.simplefilter("ignore")  # "maximum iterations reached": one pass is what we ask
             return _timed(lambda: clf.partial_fit(xs, y, classes=np.arange(10)))
 
-    return one_epoch, lambda: float((clf.predict(prep(xt)) == yt).mean())
+    return one_epoch, lambda: float((clf.predict(normalised(xt, mean, std)) == yt).mean())
 
 
 FAMILIES = {"ours": ours, "torch": pytorch, "sklearn": sklearn}
@@ -200,7 +207,7 @@ FAMILIES = {"ours": ours, "torch": pytorch, "sklearn": sklearn}
 def child(name, device, net):
     """A contender's process: set up, say "ready", then run one epoch per "epoch" line read
     (answering with its seconds); at end of input, answer with test accuracy and peak RSS."""
-    x, y, xt, yt, _ = load_data()
+    x, y, xt, yt = load_data()
     family, opt = name.split("-")
     one_epoch, test_accuracy = FAMILIES[family](opt, device, (x, y, xt, yt), net)
     print("ready", flush=True)
@@ -256,7 +263,7 @@ def main(argv=None):
         return child(args.child, args.device, args.net)
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.net}_{args.device}")
 
-    _, _, _, _, source = load_data()
+    source = data_source()
     names = [name for name in args.only or CONTENDERS if runnable(name, args.net)]
     contenders = [Contender(name, args) for name in names]
     peaks = [sgemm_peak()]

@@ -24,6 +24,12 @@ def out_size(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def window(i: int, j: int, stride: int, ho: int, wo: int) -> tuple:
+    """The strided view (over N, H, W) that kernel offset (i, j) sees at each of the
+    ho x wo output positions. Shared by Conv2D and MaxPool2D."""
+    return (slice(None), slice(i, i + stride * (ho - 1) + 1, stride), slice(j, j + stride * (wo - 1) + 1, stride))
+
+
 class Reshape(Layer):
     """(N, *a) -> (N, *shape), e.g. (N, 28, 28) -> (N, 28, 28, 1); a view."""
 
@@ -95,8 +101,7 @@ class Conv2D(Layer):
         for i in range(k):
             for j in range(k):
                 start = (i * k + j) * c
-                yield (slice(start, start + c),
-                       (slice(None), slice(i, i + s * (ho - 1) + 1, s), slice(j, j + s * (wo - 1) + 1, s)))
+                yield slice(start, start + c), window(i, j, s, ho, wo)
 
     def _blocks(self, n: int):
         """Slices of the batch whose column matrices fit in `block_bytes` (at least one image)."""

@@ -6,6 +6,7 @@ its backward is one multiply per window position.
 
 from __future__ import annotations
 
+from nn.conv import window
 from nn.layers import Layer
 
 
@@ -40,7 +41,7 @@ class MaxPool2D(Layer):
         ho, wo, _ = self.out_shape
         for i in range(s):
             for j in range(s):
-                yield (slice(None), slice(i, i + s * ho, s), slice(j, j + s * wo, s))
+                yield window(i, j, s, ho, wo)
 
     def forward(self, x, training=False, rng=None):
         xp = self.xp
