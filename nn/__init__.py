@@ -1,7 +1,7 @@
 """A neural network written from scratch: NumPy on the CPU, CuPy on a GPU.
 
 The modules, one concept each:
-    backend      choose NumPy or CuPy (the only module that imports cupy)
+    backend      choose NumPy or CuPy (the only module that imports cupy); CUDA graphs, cuBLAS
     layers       the Layer contract; Dense, Dropout, Flatten
     activations  ReLU, LeakyReLU, Sigmoid, Tanh
     conv         Conv2D (im2col), Reshape
@@ -10,6 +10,9 @@ The modules, one concept each:
     optim        SGD (momentum, Nesterov), Adam, AdamW; LR schedules
     model        Sequential over a flat parameter buffer; mlp_spec / cnn_spec builders
     train        the fit loop
+    feed         the run's data on the device, each epoch's randomness, the step counter
+    kernels      fused CUDA kernels for the GPU step (each beside its NumPy twin)
+    noise        dropout noise: counter-based Philox, the same bits on CPU and GPU
     augment      random pixel shifts
     serialize    .npz + JSON save / strict load (no pickle)
     data         the idx file format

@@ -1,26 +1,29 @@
-"""Light data augmentation on host uint8 images."""
+"""Light data augmentation: random pixel shifts of uint8 images."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def random_shift(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Shift each image by (dy, dx), both drawn uniformly from [-max_shift, max_shift],
-    filling the uncovered border with 0.   x: (N, H, W) -> new (N, H, W) array.
+def draw_shifts(n: int, max_shift: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(dy, dx) for n images, each drawn uniformly from [-max_shift, max_shift]."""
+    return rng.integers(-max_shift, max_shift + 1, n), rng.integers(-max_shift, max_shift + 1, n)
 
-    Vectorised per shift value: (2s+1)^2 block copies, not N small ones.
+
+def shift_images(x: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Shift image i down by dy[i] and right by dx[i] pixels, filling the uncovered
+    border with 0.   x: (N, H, W, ...) -> new array of the same shape.
+
+    Vectorised per shift value: (2s+1)^2 block copies, not N small ones. On a GPU
+    the same shifts are applied per batch inside `nn.kernels.gather`.
     """
-    if max_shift == 0:
-        return x
-    n = len(x)
-    dy = rng.integers(-max_shift, max_shift + 1, n)
-    dx = rng.integers(-max_shift, max_shift + 1, n)
     out = np.zeros_like(x)
-    for a in range(-max_shift, max_shift + 1):
-        for b in range(-max_shift, max_shift + 1):
+    h, w = x.shape[1:3]
+    for a in np.unique(dy):
+        for b in np.unique(dx):
             idx = np.flatnonzero((dy == a) & (dx == b))
             if idx.size:
-                out[idx, max(a, 0):x.shape[1] + min(a, 0), max(b, 0):x.shape[2] + min(b, 0)] = \
-                    x[idx, max(-a, 0):x.shape[1] + min(-a, 0), max(-b, 0):x.shape[2] + min(-b, 0)]
+                out[idx, max(a, 0):h + min(a, 0), max(b, 0):w + min(b, 0)] = \
+                    x[idx, max(-a, 0):h + min(-a, 0), max(-b, 0):w + min(-b, 0)]
     return out
+

@@ -143,7 +143,7 @@ class Conv2D(Layer):
         y = xp.empty((n, ho, wo, f), dtype=x.dtype)
         for block in blocks:
             cols = self._im2col(self.xpad[block], scratch)
-            xp.matmul(cols, w_and_b, out=y[block].reshape(-1, f))
+            self.backend.matmul(cols, w_and_b, out=y[block].reshape(-1, f))
         return y
 
     def backward(self, grad):
@@ -158,11 +158,11 @@ class Conv2D(Layer):
             cols = self._im2col(self.xpad[block], scratch)
             gb = g[block.start * ho * wo: block.stop * ho * wo]
             if block.start == 0:  # [dW; db], summed over the blocks
-                grad_w_and_b = cols.T @ gb
+                grad_w_and_b = self.backend.matmul(cols.T, gb)
             else:
-                grad_w_and_b += cols.T @ gb
+                grad_w_and_b += self.backend.matmul(cols.T, gb)
             if dxpad is not None:  # the column gradient reuses the scratch; col2im adds it back
-                xp.matmul(gb, w_and_b.T, out=cols)  # its last column (g @ b) is not needed
+                self.backend.matmul(gb, w_and_b.T, out=cols)  # its last column (g @ b) is not needed
                 dcols = cols.reshape(-1, ho, wo, self.n_columns)
                 dblock = dxpad[block]
                 for columns, window in self._windows():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nn import kernels
 from nn.backend import CPU, Backend
 
 
@@ -23,6 +24,10 @@ class SoftmaxCrossEntropy:
 
     forward(logits: (N, C), labels: (N,) ints) -> 0-d array (stays on the device)
     backward() -> dL/dlogits: (N, C) = (softmax - onehot(labels)) / N
+    forward_backward / score: the same, for the fit loop, writing the batch's mean
+    loss to losses[slot] and its count of correct predictions to correct[slot]
+    (slot: a (1,) int array on the device, so a captured step can use it). On a GPU
+    each is one kernel (nn.kernels.softmax_xent).
 
     Optional label smoothing puts `smoothing` of the target mass uniformly on
     all classes.
@@ -51,3 +56,20 @@ class SoftmaxCrossEntropy:
         grad = self.probs - self.target
         grad *= grad.dtype.type(1.0 / n)
         return grad
+
+    def forward_backward(self, logits, labels, losses, correct, slot):
+        """Training: record the batch's loss and correct count; return dL/dlogits."""
+        if self.backend.is_gpu:
+            return kernels.softmax_xent(self.backend, logits, labels, self.smoothing, losses, correct, slot)
+        self.score(logits, labels, losses, correct, slot)
+        return self.backward()
+
+    def score(self, logits, labels, losses, correct, slot) -> None:
+        """Evaluation: record the batch's loss and correct count, no gradient."""
+        if self.backend.is_gpu:
+            kernels.softmax_xent(self.backend, logits, labels, self.smoothing, losses, correct, slot,
+                                 want_grad=False)
+            return
+        i = int(slot[0])
+        losses[i] = self.forward(logits, labels)
+        correct[i] = (logits.argmax(axis=1) == labels).sum()

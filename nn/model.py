@@ -89,6 +89,9 @@ class Sequential:
         self.backend, self.dtype = backend, np.dtype(dtype)
         self.input_shape = tuple(spec["input_shape"])
         self.layers = [build_layer(cfg) for cfg in spec["layers"]]
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                layer.stream = i  # its own noise stream (nn/noise.py)
         self.normalize = spec.get("normalize", {"mean": 0.0, "std": 1.0})
         self.classes = spec.get("classes")
         shape = self.input_shape
@@ -153,7 +156,11 @@ class Sequential:
     # -- computation --------------------------------------------------------
     def prepare(self, raw):
         """Raw inputs (host or device, uint8 or float) -> normalised float on the device."""
-        x = self.backend.to_device(raw).astype(self.dtype)
+        return self.normalized(self.backend.to_device(raw))
+
+    def normalized(self, x):
+        """Inputs already on the device -> a new normalised float array: (x - mean) / std."""
+        x = x.astype(self.dtype)
         scale = self.dtype.type(1.0 / self.normalize["std"])
         x -= self.dtype.type(self.normalize["mean"])
         x *= scale
@@ -171,10 +178,14 @@ class Sequential:
                 break
 
     def predict_proba(self, raw, batch_size: int = 2048) -> np.ndarray:
-        """(N, *input_shape) raw -> (N, C) class probabilities, as a host array."""
-        out = [self.backend.to_host(softmax(self.backend.xp, self.forward(self.prepare(raw[i:i + batch_size]))))
-               for i in range(0, len(raw), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, *self.output_shape), self.dtype)
+        """(N, *input_shape) raw -> (N, C) class probabilities, as a host array.
+        The inputs go to the device once and the probabilities come back once."""
+        xp = self.backend.xp
+        x = self.backend.to_device(raw)
+        out = xp.empty((len(raw), *self.output_shape), dtype=self.dtype)
+        for i in range(0, len(raw), batch_size):
+            out[i:i + batch_size] = softmax(xp, self.forward(self.normalized(x[i:i + batch_size])))
+        return self.backend.to_host(out)
 
     def predict(self, raw, batch_size: int = 2048) -> np.ndarray:
         return self.predict_proba(raw, batch_size).argmax(axis=1)

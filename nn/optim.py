@@ -4,6 +4,12 @@ An optimiser owns the update: `step(lr)` changes `params` in place from `grads`.
 Weight decay applies to `params[:n_decayed]` (the weights; biases are not
 decayed, see nn.model). Its state is a few flat arrays, saved and restored with
 `state_dict` / `load_state_dict`.
+
+The fit loop splits a step in two, so that the update can run inside a CUDA graph:
+`schedule(lrs)` computes, on the host, each coming step's scalars (learning rate,
+bias corrections) into a table on the device, once per epoch; `update(step)` then
+applies row `step` (a (1,) int array on the device) - on the CPU with NumPy passes,
+on a GPU as one fused kernel (nn.kernels).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import math
 
 import numpy as np
 
+from nn import kernels
 from nn.backend import CPU, Backend
 
 
@@ -25,9 +32,10 @@ def _check(name: str, value, low: float, high: float = math.inf, low_open=False)
 
 
 class Optimizer:
-    """Shared plumbing: flat buffers, scratch space, state save/restore."""
+    """Shared plumbing: flat buffers, scratch space, per-step scalars, state save/restore."""
 
     state_names: tuple[str, ...] = ()
+    width = 1  # scalars per step in the table
 
     def __init__(self, params, grads, n_decayed: int | None = None, weight_decay: float = 0.0,
                  backend: Backend = CPU) -> None:
@@ -39,6 +47,41 @@ class Optimizer:
         self.tmp = xp.empty_like(params)
         for name in self.state_names:
             setattr(self, name, xp.zeros_like(params))
+        self.table = None  # (steps * width,) float64: each scheduled step's scalars
+        self._first = xp.zeros(1, dtype=np.int32)
+
+    def step(self, lr: float) -> None:
+        """One update with learning rate `lr`."""
+        self.schedule([lr])
+        self.update(self._first)
+
+    def schedule(self, lrs) -> None:
+        """The scalars of the next len(lrs) steps, into `table` (kept at its size once
+        made, so a captured step keeps reading the same buffer)."""
+        host = np.array([self.scalars(lr) for lr in lrs], dtype=np.float64).reshape(-1)
+        if self.table is None or self.table.size < host.size:
+            self.table = self.backend.xp.zeros(host.size, dtype=np.float64)
+        self.table[:host.size] = self.backend.to_device(host)
+
+    def update(self, step) -> None:
+        """Apply the scalars of table row `step` (a (1,) int array)."""
+        if self.backend.is_gpu:
+            self.fused_update(step)
+            return
+        i = int(step[0]) * self.width
+        self.apply(*(float(v) for v in self.table[i:i + self.width]))
+
+    def scalars(self, lr: float) -> tuple[float, ...]:
+        """Count one more step and return its scalars (on the host)."""
+        raise NotImplementedError
+
+    def apply(self, *scalars: float) -> None:
+        """The NumPy update with this step's scalars."""
+        raise NotImplementedError
+
+    def fused_update(self, step) -> None:
+        """The one-kernel GPU update reading its scalars from the table."""
+        raise NotImplementedError
 
     def _coupled_decay(self):
         """L2 decay folded into the gradient: g += wd * p (weights only)."""
@@ -74,8 +117,15 @@ class SGD(Optimizer):
             raise ValueError("nesterov needs momentum > 0")
         self.nesterov = bool(nesterov)
 
-    def step(self, lr: float) -> None:
+    def scalars(self, lr):
         self.t += 1
+        return (lr,)
+
+    def fused_update(self, step):
+        kernels.sgd(self.backend, self.params, self.grads, self.velocity, self.table, step, self.n_decayed,
+                    self.weight_decay, self.momentum, self.nesterov)
+
+    def apply(self, lr):
         self._coupled_decay()
         g, v, tmp = self.grads, self.velocity, self.tmp
         if not self.momentum:
@@ -120,25 +170,35 @@ class Adam(Optimizer):
         self.beta2 = _check("beta2", beta2, 0.0, 1.0)
         self.eps = _check("eps", eps, 0.0, low_open=True)
 
-    def step(self, lr: float) -> None:
-        xp = self.backend.xp
+    width = 3
+
+    def scalars(self, lr):
+        """(1 - lr * wd, s, e) of the next step."""
         self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        root = math.sqrt((1.0 - b2 ** self.t) / (1.0 - b2))
+        return 1.0 - lr * self.weight_decay, lr * (1.0 - b1) / (1.0 - b1 ** self.t) * root, self.eps * root
+
+    def fused_update(self, step):
+        kernels.adam(self.backend, self.params, self.grads, self.m, self.v, self.table, step, self.n_decayed,
+                     self.beta1, self.beta2, self.weight_decay, self.decoupled)
+
+    def apply(self, decay, s, e):
+        xp = self.backend.xp
         if self.decoupled and self.weight_decay:  # AdamW: p *= 1 - lr * wd (weights only)
-            self.params[: self.n_decayed] *= 1.0 - lr * self.weight_decay
+            self.params[: self.n_decayed] *= decay
         elif not self.decoupled:
             self._coupled_decay()
         g, m, v, tmp = self.grads, self.m, self.v, self.tmp
-        b1, b2 = self.beta1, self.beta2
-        m *= b1
+        m *= self.beta1
         m += g
-        v *= b2
+        v *= self.beta2
         xp.multiply(g, g, out=tmp)
         v += tmp
-        root = math.sqrt((1.0 - b2 ** self.t) / (1.0 - b2))
         xp.sqrt(v, out=tmp)
-        tmp += self.eps * root
+        tmp += e
         xp.divide(m, tmp, out=tmp)
-        tmp *= lr * (1.0 - b1) / (1.0 - b1 ** self.t) * root
+        tmp *= s
         self.params -= tmp
 
 

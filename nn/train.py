@@ -1,11 +1,15 @@
 """The fit loop: seeded shuffling, minibatches on the device, history, early stopping.
 
-There is no device->host synchronisation per batch: the running loss and the
-count of correct predictions are summed on the device and read once per epoch.
+A training step only queues device work: its batch, dropout noise, loss slot and
+optimiser scalars are found from a step counter on the device (nn/feed.py), so on
+a GPU the whole step is captured once as a CUDA graph and replayed
+(`Backend.graph`). The host reads the device once per epoch: the batches' losses
+and correct counts, then the validation pass's.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from nn.augment import random_shift
+from nn.feed import Feed
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential
 from nn.optim import Optimizer, Schedule
@@ -35,79 +39,88 @@ class FitOptions:
 
 
 def evaluate(model: Sequential, loss_fn: SoftmaxCrossEntropy, x, y, batch_size: int = 2048):
-    """Mean loss and accuracy over (x, y) in inference mode -> (loss, acc) floats."""
-    backend = model.backend
-    xd, yd = backend.to_device(x), backend.to_device(y.astype(np.intp))
-    loss_sum, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        logits = model.forward(model.prepare(xd[i:i + batch_size]))
-        yb = yd[i:i + batch_size]
-        loss_sum = loss_sum + loss_fn.forward(logits, yb) * len(yb)
-        correct = correct + (logits.argmax(axis=1) == yb).sum()
-    return float(loss_sum) / len(x), int(correct) / len(x)
+    """Mean loss and accuracy over (x, y) in inference mode -> (loss, acc) floats.
+    x, y may already be on the device; per-batch results are read back once."""
+    backend, xp = model.backend, model.backend.xp
+    xd, yd = backend.to_device(x), backend.to_device(y).astype(np.int32, copy=False)
+    n = len(x)
+    batches = math.ceil(n / batch_size)
+    losses, correct = xp.zeros(batches, dtype=model.dtype), xp.zeros(batches, dtype=np.int32)
+    slots = xp.arange(batches, dtype=np.int32)
+    for b in range(batches):
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        loss_fn.score(model.forward(model.normalized(xd[rows])), yd[rows], losses, correct, slots[b:b + 1])
+    sizes = np.minimum(batch_size, n - batch_size * np.arange(batches))
+    return float(backend.to_host(losses) @ sizes) / n, int(backend.to_host(correct).sum()) / n
 
 
 def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_train,
         x_val, y_val, opts: FitOptions, rng: np.random.Generator,
-        loss_fn: SoftmaxCrossEntropy | None = None, log=None) -> list[dict]:
+        loss_fn: SoftmaxCrossEntropy | None = None, log=None, on_epoch=None) -> list[dict]:
     """Train in place; return one history record per epoch.
 
     x_*: (N, *input_shape) raw (uint8) host arrays; y_*: (N,) integer labels.
     Each record: epoch, lr, train_loss, train_acc, val_loss, val_acc, and seconds
     (the training pass alone, without the validation pass).
     With `opts.patience`, stops after that many epochs without a lower val loss
-    and restores the best weights.
+    and restores the best weights. `on_epoch(record)`, if given, is called after
+    each epoch; returning False stops training there.
     """
     backend = model.backend
     loss_fn = loss_fn or SoftmaxCrossEntropy(backend)
-    n, bs = len(x_train), opts.batch_size
-    steps = math.ceil(n / bs)
-    sizes = np.full(steps, bs)  # samples in each batch: the last may be short
-    sizes[-1] = n - bs * (steps - 1)
     chance = math.log(model.output_shape[-1])  # the loss of a uniform guess
     history: list[dict] = []
     best_loss, best_params, wait = math.inf, None, 0
-    for epoch in range(1, opts.epochs + 1):
-        start = time.perf_counter()
-        perm = rng.permutation(n)
-        x_epoch = random_shift(x_train[perm], opts.shift, rng)
-        xd, yd = backend.to_device(x_epoch), backend.to_device(y_train[perm].astype(np.intp))
-        batch_losses = backend.xp.zeros(steps, dtype=model.dtype)  # summed once per epoch
-        predicted = backend.xp.empty(n, dtype=np.intp)
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{opts.epochs}", leave=False,
-                   disable=None if opts.progress is None else not opts.progress)
-        for b in bar:
-            t = (epoch - 1) * steps + b
-            rows = slice(b * bs, (b + 1) * bs)
-            logits = model.forward(model.prepare(xd[rows]), training=True, rng=rng)
-            batch_losses[b] = loss_fn.forward(logits, yd[rows])
-            model.backward(loss_fn.backward())
-            optimizer.step(schedule(t))
-            predicted[rows] = logits.argmax(axis=1)
-        train_loss = float(backend.to_host(batch_losses) @ sizes) / n  # the epoch's device->host sync
-        seconds = time.perf_counter() - start
-        if not math.isfinite(train_loss) or train_loss > DIVERGED * chance:
-            raise DivergenceError(
-                f"training diverged in epoch {epoch} (mean loss {train_loss:.4g}, a uniform guess "
-                f"scores {chance:.3g}); try a lower learning rate")
-        val_loss, val_acc = evaluate(model, loss_fn, x_val, y_val)
-        record = {"epoch": epoch, "lr": schedule(t), "train_loss": train_loss,
-                  "train_acc": int((predicted == yd).sum()) / n, "val_loss": val_loss, "val_acc": val_acc,
-                  "seconds": seconds}
-        history.append(record)
-        if log:
-            log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  (%.2fs)",
-                     epoch, opts.epochs, train_loss, record["train_acc"], val_loss, val_acc,
-                     record["seconds"])
-        if opts.patience:
-            if val_loss < best_loss:
-                best_loss, best_params, wait = val_loss, model.params_flat.copy(), 0
-            else:
-                wait += 1
-                if wait >= opts.patience:
-                    if log:
-                        log.info("early stop: val loss has not improved for %d epochs", wait)
-                    break
-    if best_params is not None:
-        model.params_flat[...] = best_params
+    with backend.session():
+        feed = Feed(model, x_train, y_train, opts.batch_size, opts.shift)
+        x_val, y_val = backend.to_device(x_val), backend.to_device(np.asarray(y_val).astype(np.int32))
+
+        def train_step(rows: int) -> None:
+            x, y = feed.batch(rows)
+            logits = model.forward(x, training=True, rng=feed.noise)
+            model.backward(loss_fn.forward_backward(logits, y, feed.losses, feed.correct, feed.step))
+            optimizer.update(feed.step)
+            feed.advance()
+
+        steps = {rows: backend.graph(functools.partial(train_step, int(rows))) for rows in set(feed.sizes)}
+        plan, t = feed.draw(rng), 0
+        for epoch in range(1, opts.epochs + 1):
+            start = time.perf_counter()
+            feed.load(plan)
+            optimizer.schedule([schedule(t + b) for b in range(feed.steps)])
+            for rows in tqdm(feed.sizes, desc=f"epoch {epoch}/{opts.epochs}", leave=False,
+                             disable=None if opts.progress is None else not opts.progress):
+                steps[rows]()
+            t += feed.steps
+            if epoch < opts.epochs:  # drawn while the device works
+                plan = feed.draw(rng)
+            losses, correct = feed.results()
+            train_loss = float(losses @ feed.sizes) / feed.n
+            seconds = time.perf_counter() - start
+            if not math.isfinite(train_loss) or train_loss > DIVERGED * chance:
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch} (mean loss {train_loss:.4g}, a uniform guess "
+                    f"scores {chance:.3g}); try a lower learning rate")
+            val_loss, val_acc = evaluate(model, loss_fn, x_val, y_val)
+            record = {"epoch": epoch, "lr": schedule(t - 1), "train_loss": train_loss,
+                      "train_acc": int(correct.sum()) / feed.n, "val_loss": val_loss, "val_acc": val_acc,
+                      "seconds": seconds}
+            history.append(record)
+            if log:
+                log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  (%.2fs)",
+                         epoch, opts.epochs, train_loss, record["train_acc"], val_loss, val_acc,
+                         record["seconds"])
+            if on_epoch is not None and on_epoch(record) is False:
+                break
+            if opts.patience:
+                if val_loss < best_loss:
+                    best_loss, best_params, wait = val_loss, model.params_flat.copy(), 0
+                else:
+                    wait += 1
+                    if wait >= opts.patience:
+                        if log:
+                            log.info("early stop: val loss has not improved for %d epochs", wait)
+                        break
+        if best_params is not None:
+            model.params_flat[...] = best_params
     return history

@@ -22,6 +22,12 @@ def backend(request):
 
 
 @pytest.fixture
+def gpu():
+    """The CuPy backend (skipped cleanly when no GPU)."""
+    return _gpu_or_skip()
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -68,8 +68,9 @@ class Project:
     def git(self, *args) -> str:
         return subprocess.run(["git", *args], cwd=self.path, check=True, capture_output=True, text=True).stdout
 
-    def run(self, *args, check=True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(list(args), cwd=self.path, env=env(), capture_output=True, text=True)
+    def run(self, *args, check=True, extra_env=None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(args), cwd=self.path, env={**env(), **(extra_env or {})}, capture_output=True,
+                              text=True)
         if check and proc.returncode:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -77,8 +78,8 @@ class Project:
     def dvc(self, *args, check=True) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "dvc", *args, check=check)
 
-    def stage(self, name: str, check=False) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", f"stages.{name}", check=check)
+    def stage(self, name: str, check=False, extra_env=None) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", f"stages.{name}", check=check, extra_env=extra_env)
 
     def repro(self) -> list[str]:
         """dvc repro -> the stages that actually ran, in order."""
