@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from mlp_epoch import BATCH, LR, load_data, our_model
+from mlp_epoch import BATCH, RECIPES, load_data, our_model
 
 from nn.losses import SoftmaxCrossEntropy
 from nn.optim import Adam
@@ -27,7 +27,8 @@ from nn.optim import Adam
 
 def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list[float]]:
     x, y, _, _ = load_data()
-    model, rng = our_model(net, x, device)
+    recipe = RECIPES["cpu"][net]  # the plain networks, whatever the device: the split, not the speed
+    model, rng = our_model(recipe, x, device)
     backend = model.backend
     opt = Adam(model.params_flat, model.grads_flat, backend=backend)
     loss_fn = SoftmaxCrossEntropy(backend)
@@ -53,7 +54,7 @@ def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list
             grad = timed(f"{i} {layer.describe()}|backward", layer.backward, grad)
             if grad is None:
                 break
-        timed("Adam step", opt.step, LR)
+        timed("Adam step", opt.step, recipe.lr)
         if step == warmup - 1:
             times.clear()
     return times

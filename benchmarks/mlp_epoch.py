@@ -1,19 +1,32 @@
-"""Seconds per epoch of the 784-256-128-10 MLP (or, with --net cnn, the CNN
-conv32-pool-conv64-pool-fc128-10), batch 128, float32: this project against
-PyTorch (CPU, where importable) and scikit-learn's MLPClassifier (MLP only), in one run.
+"""Seconds per training epoch: this project against PyTorch (and, on the CPU,
+scikit-learn's MLPClassifier), the same data, network, batch (128) and optimiser, in one run.
 
-    python benchmarks/mlp_epoch.py                 # all contenders, 11 epochs each
+    python benchmarks/mlp_epoch.py                 # CPU: all contenders, 11 epochs each
     python benchmarks/mlp_epoch.py --only ours-adam torch-adam
-    python benchmarks/mlp_epoch.py --device gpu    # this project on CuPy
     python benchmarks/mlp_epoch.py --net cnn --epochs 4 --only ours-adam torch-adam
+    python benchmarks/mlp_epoch.py --device gpu    # GPU: this project against PyTorch CUDA
+    python benchmarks/mlp_epoch.py --device gpu --net cnn
 
-Each contender runs in its own long-lived process (so its peak RSS is its own) and
-the contenders take turns epoch by epoch (A B C, C B A, A B C, ...), a short pause
-between turns: the machine's drift then hits neighbouring epochs alike, and the
-ratios to PyTorch are medians of epoch-by-epoch ratios. The first epoch of each is dropped as
-warm-up. Data: the pipeline's data/prepared/{train,test}.npz when present (then test
-accuracy is real), else random MNIST-sized data. Writes
-benchmarks/results/<net>_<device>.{md,json}. Run by hand; it is not a test.
+On the CPU the networks are plain - the 784-256-128-10 MLP or the CNN
+conv32-pool-conv64-pool-fc128-10, no dropout, no shifts, Adam or SGD with momentum -
+so that scikit-learn can run the MLP too. On a GPU they are the pipeline's own, as
+params.yaml trains them: the default MLP 784-512-256-10 (or that CNN) with dropout
+0.2, random shifts of up to 2 pixels and AdamW (weight decay 1e-4). There the
+contenders are this project (each step replayed as a CUDA graph: `ours-adamw`; every
+kernel launched from Python: `ours-eager`) and PyTorch CUDA, eager with its fused
+AdamW (`torch-adamw`) and the same step captured as a CUDA graph (`torch-graph`);
+both sides keep the data on the GPU, shift and drop out there, and sum the loss on
+the device. fp32 throughout: TF32 is off for our cuBLAS and PyTorch's matmul and cuDNN.
+
+Each contender runs in its own long-lived process (so its peak memory is its own)
+and the contenders take turns epoch by epoch (A B C, C B A, A B C, ...), a short
+pause between turns: the machine's drift then hits neighbouring epochs alike, and the
+ratios to PyTorch are medians of epoch-by-epoch ratios. The first epoch of each is
+dropped as warm-up. The matrix-product peak is measured in the same run (a 2048^3
+sgemm on the CPU; an 8192^3 fp32 product timed with CUDA events on a GPU). Data:
+the pipeline's data/prepared/{train,test}.npz when present (then test accuracy is
+real), else random MNIST-sized data. Writes benchmarks/results/<net>_<device>.{md,json}.
+Run by hand; it is not a test.
 """
 
 from __future__ import annotations
@@ -28,18 +41,46 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-HIDDEN = (256, 128)
-CHANNELS, CNN_HIDDEN = (32, 64), (128,)
-BATCH, LR, MOMENTUM_LR = 128, 1e-3, 0.05
-CONTENDERS = ("ours-adam", "torch-adam", "ours-sgd", "torch-sgd", "sklearn-adam")  # pairs side by side
-
-
+BATCH = 128
 PREPARED = ROOT / "data" / "prepared"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A network and how it is trained."""
+
+    hidden: tuple[int, ...]
+    channels: tuple[int, ...] = ()  # conv blocks; () for an MLP
+    dropout: float = 0.0
+    shift: int = 0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+    def describe(self) -> str:
+        convs = "".join(f"conv{c}-pool-" for c in self.channels)
+        net = convs + ("fc" + "-".join(map(str, (*self.hidden, 10))) if self.channels else
+                       "-".join(map(str, (784, *self.hidden, 10))))
+        extras = [f"dropout {self.dropout}"] * bool(self.dropout) + [f"shifts {self.shift} px"] * bool(self.shift)
+        return " ".join([net, "ReLU", *([", ".join(extras)] if extras else [])])
+
+
+RECIPES = {
+    "cpu": {"mlp": Recipe(hidden=(256, 128)), "cnn": Recipe(hidden=(128,), channels=(32, 64))},
+    "gpu": {"mlp": Recipe(hidden=(512, 256), dropout=0.2, shift=2, lr=2e-3, weight_decay=1e-4),
+            "cnn": Recipe(hidden=(128,), channels=(32, 64), dropout=0.2, shift=2, lr=2e-3, weight_decay=1e-4)},
+}
+CONTENDERS = {  # pairs side by side; the torch-* ones are the references of the ratio columns
+    "cpu": ("ours-adam", "torch-adam", "ours-sgd", "torch-sgd", "sklearn-adam"),
+    "gpu": ("ours-adamw", "torch-adamw", "ours-eager", "torch-graph"),
+}
+REFERENCES = {"cpu": ("torch-adam", "torch-sgd"), "gpu": ("torch-adamw", "torch-graph")}
+MOMENTUM_LR = 0.05
 
 
 def data_source() -> str:
@@ -64,31 +105,43 @@ def normalised(a, mean: float, std: float, shape=(-1,)):
     return (a.reshape(len(a), *shape).astype(np.float32) - mean) / std
 
 
-def layer_macs(net: str) -> list[int]:
+def layer_macs(recipe: Recipe) -> list[int]:
     """Multiply-adds per sample of each parametrised layer, in order."""
-    if net == "mlp":
-        sizes = (784, *HIDDEN, 10)
-        return [a * b for a, b in zip(sizes, sizes[1:])]
     macs, side, c = [], 28, 1
-    for f in CHANNELS:  # 3x3 same-padding conv, then 2x2 pool
+    for f in recipe.channels:  # 3x3 same-padding conv, then 2x2 pool
         macs.append(side * side * 9 * c * f)
         side, c = side // 2, f
-    sizes = (side * side * c, *CNN_HIDDEN, 10)
+    sizes = (side * side * c, *recipe.hidden, 10)
     return macs + [a * b for a, b in zip(sizes, sizes[1:])]
 
 
-def epoch_gflop(n: int, net: str) -> float:
+def epoch_gflop(n: int, recipe: Recipe) -> float:
     """Forward 2 flops per multiply-add; backward twice that, minus the first layer's
     input gradient, which nobody computes."""
-    macs = layer_macs(net)
+    macs = layer_macs(recipe)
     return n * (6 * sum(macs) - 2 * macs[0]) / 1e9
 
 
-def sgemm_peak() -> float:
-    """Best float32 GFLOP/s of a 2048^3 matrix multiply on this machine, now."""
-    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
-    best = min(_timed(lambda: a @ a) for _ in range(7))
-    return 2 * 2048 ** 3 / best / 1e9
+def gemm_peak(device: str) -> float:
+    """Best float32 GFLOP/s of one large matrix product on this machine, now: 2048^3
+    with NumPy on the CPU; 8192^3 with CuPy on a GPU (TF32 off, CUDA events, median of 10)."""
+    if device == "cpu":
+        a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+        return 2 * 2048 ** 3 / min(_timed(lambda: a @ a) for _ in range(7)) / 1e9
+    import cupy
+
+    a = cupy.random.default_rng(0).random((8192, 8192), dtype=np.float32)
+    for _ in range(3):
+        a @ a
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(10):
+        start.record()
+        a @ a
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return 2 * 8192 ** 3 / statistics.median(times) / 1e9
 
 
 def _timed(fn) -> float:
@@ -97,92 +150,187 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def our_model(net: str, x, device: str):
-    """This project's benchmark net on `device`, normalised for x, initialised from seed 0
-    -> (model, the rng to go on with)."""
+def our_model(recipe: Recipe, x, device: str, graphs: bool = True):
+    """This project's net for `recipe` on `device`, normalised for x, initialised from
+    seed 0 -> (model, the rng to go on with)."""
+    import dataclasses
+
     from nn.backend import select
     from nn.model import Sequential, cnn_spec, mlp_spec
 
-    spec = mlp_spec((28, 28), list(HIDDEN)) if net == "mlp" else cnn_spec((28, 28), CHANNELS, CNN_HIDDEN)
+    if recipe.channels:
+        spec = cnn_spec((28, 28), recipe.channels, recipe.hidden, recipe.dropout)
+    else:
+        spec = mlp_spec((28, 28), list(recipe.hidden), dropout=recipe.dropout)
     spec["normalize"] = {"mean": float(x.mean()), "std": float(x.std())}
-    model = Sequential(spec, backend=select(device))
+    backend = dataclasses.replace(select(device), use_graphs=graphs)
+    model = Sequential(spec, backend=backend)
     rng = np.random.default_rng(0)
     model.init_params(rng)
     return model, rng
 
 
-def ours(opt_name, device, data, net):
-    """This project's contender -> (one_epoch() -> seconds, test_accuracy() -> float)."""
+def ours(name, device, data, recipe):
+    """This project -> (run(report), test_accuracy(), device memory in MiB or None)."""
     from nn.optim import OPTIMIZERS, Constant
     from nn.train import FitOptions, fit
 
     x, y, xt, yt = data
-    model, rng = our_model(net, x, device)
-    kw = {"momentum": 0.9} if opt_name == "sgd" else {}
-    opt = OPTIMIZERS[opt_name](model.params_flat, model.grads_flat, backend=model.backend, **kw)
-    schedule = Constant(LR if opt_name == "adam" else MOMENTUM_LR, 10 ** 9)
-    opts = FitOptions(epochs=1, batch_size=BATCH, progress=False)
+    model, rng = our_model(recipe, x, device, graphs=name != "ours-eager")
+    opt_name = {"ours-adam": "adam", "ours-sgd": "sgd"}.get(name, "adamw")
+    kw = {"momentum": 0.9} if opt_name == "sgd" else {"weight_decay": recipe.weight_decay}
+    opt = OPTIMIZERS[opt_name](model.params_flat, model.grads_flat, n_decayed=model.n_decayed,
+                               backend=model.backend, **kw)
+    schedule = Constant(recipe.lr if opt_name != "sgd" else MOMENTUM_LR, 10 ** 12)
 
-    def one_epoch():  # fit's own timer: the training pass, not its (one-sample) validation
-        return fit(model, opt, schedule, x, y, xt[:1], yt[:1], opts, rng)[0]["seconds"]
+    def run(report):  # one fit, paused after each epoch: the training pass, not its one-sample validation
+        fit(model, opt, schedule, x, y, xt[:1], yt[:1],
+            FitOptions(epochs=10 ** 6, batch_size=BATCH, shift=recipe.shift, progress=False), rng,
+            on_epoch=lambda record: report(record["seconds"]))
 
-    return one_epoch, lambda: float((model.predict(xt) == yt).mean())
+    def memory():
+        if model.backend.is_gpu:
+            return model.backend.xp.get_default_memory_pool().total_bytes() / 2 ** 20
+        return None
+
+    return run, lambda: float((model.predict(xt) == yt).mean()), memory
 
 
-def torch_net(net):
+def torch_net(recipe: Recipe):
     import torch
 
-    layers = []
-    if net == "cnn":
-        c = 1
-        for f in CHANNELS:
-            layers += [torch.nn.Conv2d(c, f, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
-            c = f
+    layers, c = [], 1
+    for f in recipe.channels:
+        layers += [torch.nn.Conv2d(c, f, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        c = f
+    if recipe.channels:
         layers.append(torch.nn.Flatten())
-        sizes = (49 * c, *CNN_HIDDEN, 10)
-    else:
-        sizes = (784, *HIDDEN, 10)
+    sizes = (49 * c if recipe.channels else 784, *recipe.hidden, 10)
     for a, b in zip(sizes, sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers[:-1])
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()] + [torch.nn.Dropout(recipe.dropout)] * bool(recipe.dropout)
+    return torch.nn.Sequential(*layers[:-2 if recipe.dropout else -1])
 
 
-def pytorch(opt_name, device, data, net):
-    """PyTorch on the CPU, the same net, data and optimiser -> (one_epoch, test_accuracy)."""
+def pytorch(name, device, data, recipe):
+    """PyTorch, the same net, data and optimiser -> (run(report), test_accuracy(), device MiB)."""
     import torch
 
     torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count() or 1)
     x, y, xt, yt = data
     mean, std = float(x.mean()), float(x.std())
-    shape = (-1,) if net == "mlp" else (1, 28, 28)
-    xs, xts = (torch.from_numpy(normalised(a, mean, std, shape)) for a in (x, xt))
-    ys = torch.from_numpy(y.astype(np.int64))
-    model = torch_net(net)
-    opt = (torch.optim.Adam(model.parameters(), lr=LR) if opt_name == "adam"
-           else torch.optim.SGD(model.parameters(), lr=MOMENTUM_LR, momentum=0.9))
+    shape = (1, 28, 28) if recipe.channels else (-1,)
+    model = torch_net(recipe)
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+        xs, xts = (torch.from_numpy(normalised(a, mean, std, shape)) for a in (x, xt))
+        ys = torch.from_numpy(y.astype(np.int64))
+        opt = (torch.optim.Adam(model.parameters(), lr=recipe.lr) if name == "torch-adam"
+               else torch.optim.SGD(model.parameters(), lr=MOMENTUM_LR, momentum=0.9))
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def one_epoch():
+            start = time.perf_counter()
+            perm = torch.randperm(len(xs))
+            for i in range(0, len(xs), BATCH):
+                idx = perm[i:i + BATCH]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xs[idx]), ys[idx])
+                loss.backward()
+                opt.step()
+            return time.perf_counter() - start
+
+        def test_accuracy():
+            with torch.no_grad():
+                return float((model(xts).argmax(1).numpy() == yt).mean())
+
+        return _epochs(one_epoch), test_accuracy, lambda: None
+    return _pytorch_cuda(name, model, data, recipe, mean, std, shape)
+
+
+def _pytorch_cuda(name, model, data, recipe, mean, std, shape, dev="cuda"):
+    """PyTorch CUDA: data resident as uint8; per epoch a permutation and shifts drawn on
+    the GPU; per batch one gather (shift as an index offset into padded images)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device(dev)
+    x, y, xt, yt = data
+    s, n = recipe.shift, len(x)
+    images = torch.nn.functional.pad(torch.from_numpy(x).to(dev), (s, s, s, s))  # (N, 28+2s, 28+2s) uint8
+    labels = torch.from_numpy(y.astype(np.int64)).to(dev)
+    grid = torch.arange(28, device=dev)
+    model = model.to(dev)
+    graph = name == "torch-graph"
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True,
+                            capturable=graph)
     loss_fn = torch.nn.CrossEntropyLoss()
+    loss_sum = torch.zeros((), device=dev)
+
+    def step(plan):  # plan: (3, B) int64 rows: sample index, dy, dx
+        idx, dy, dx = plan
+        rows = (grid[None, :] - dy[:, None] + s)[:, :, None]
+        cols = (grid[None, :] - dx[:, None] + s)[:, None, :]
+        xb = (images[idx[:, None, None], rows, cols].float() - mean) / std
+        loss = loss_fn(model(xb.reshape(len(idx), *shape)), labels[idx])
+        loss.backward()
+        opt.step()
+        loss_sum.add_(loss.detach())
+
+    def draw():
+        return torch.stack([torch.randperm(n, device=dev), torch.randint(-s, s + 1, (n,), device=dev),
+                            torch.randint(-s, s + 1, (n,), device=dev)])
+
+    full = n // BATCH
+    replay = None
+    if graph:  # warm up on a side stream, then capture one full-batch step (PyTorch's documented recipe)
+        static = torch.zeros((3, BATCH), dtype=torch.int64, device=dev)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                static.copy_(draw()[:, :BATCH])
+                opt.zero_grad(set_to_none=True)
+                step(static)
+        torch.cuda.current_stream().wait_stream(side)
+        cuda_graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(cuda_graph):
+            step(static)
+
+        def replay(batch):
+            static.copy_(batch)
+            cuda_graph.replay()
 
     def one_epoch():
+        torch.cuda.synchronize()
         start = time.perf_counter()
-        perm = torch.randperm(len(xs))
-        for i in range(0, len(xs), BATCH):
-            idx = perm[i:i + BATCH]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xs[idx]), ys[idx])
-            loss.backward()
-            opt.step()
+        plan = draw()
+        for b in range(full):
+            batch = plan[:, b * BATCH:(b + 1) * BATCH]
+            if replay:
+                replay(batch)
+            else:
+                opt.zero_grad(set_to_none=True)
+                step(batch)
+        if full * BATCH < n:  # the short last batch, eagerly (gradients zeroed, not dropped, under a graph)
+            opt.zero_grad(set_to_none=not graph)
+            step(plan[:, full * BATCH:])
+        torch.cuda.synchronize()
         return time.perf_counter() - start
 
     def test_accuracy():
+        model.eval()
         with torch.no_grad():
-            return float((model(xts).argmax(1).numpy() == yt).mean())
+            xs = torch.from_numpy(normalised(xt, mean, std, shape)).to(dev)
+            return float((model(xs).argmax(1).cpu().numpy() == yt).mean())
 
-    return one_epoch, test_accuracy
+    return _epochs(one_epoch), test_accuracy, lambda: torch.cuda.max_memory_allocated() / 2 ** 20
 
 
-def sklearn(opt_name, device, data, net):
-    """scikit-learn's MLPClassifier (Adam), one partial_fit pass per epoch -> (one_epoch, test_accuracy)."""
+def sklearn(name, device, data, recipe):
+    """scikit-learn's MLPClassifier (Adam), one partial_fit pass per epoch."""
     import warnings
 
     from sklearn.neural_network import MLPClassifier
@@ -190,7 +338,7 @@ def sklearn(opt_name, device, data, net):
     x, y, xt, yt = data
     mean, std = float(x.mean()), float(x.std())
     xs = normalised(x, mean, std)
-    clf = MLPClassifier(HIDDEN, solver="adam", batch_size=BATCH, learning_rate_init=LR, alpha=0.0,
+    clf = MLPClassifier(recipe.hidden, solver="adam", batch_size=BATCH, learning_rate_init=recipe.lr, alpha=0.0,
                         random_state=0)
 
     def one_epoch():
@@ -198,25 +346,39 @@ def sklearn(opt_name, device, data, net):
             warnings.simplefilter("ignore")  # "maximum iterations reached": one pass is what we ask
             return _timed(lambda: clf.partial_fit(xs, y, classes=np.arange(10)))
 
-    return one_epoch, lambda: float((clf.predict(normalised(xt, mean, std)) == yt).mean())
+    return _epochs(one_epoch), lambda: float((clf.predict(normalised(xt, mean, std)) == yt).mean()), lambda: None
+
+
+def _epochs(one_epoch):
+    """run(report) for a contender that trains one epoch per call."""
+    def run(report):
+        while report(one_epoch()):
+            pass
+    return run
 
 
 FAMILIES = {"ours": ours, "torch": pytorch, "sklearn": sklearn}
 
 
 def child(name, device, net):
-    """A contender's process: set up, say "ready", then run one epoch per "epoch" line read
-    (answering with its seconds); at end of input, answer with test accuracy and peak RSS."""
-    x, y, xt, yt = load_data()
-    family, opt = name.split("-")
-    one_epoch, test_accuracy = FAMILIES[family](opt, device, (x, y, xt, yt), net)
+    """A contender's process: set up, say "ready", then train one epoch per "epoch" line
+    read (answering with its seconds); at end of input, answer with test accuracy and
+    peak memory."""
+    data = load_data()
+    run, test_accuracy, device_mib = FAMILIES[name.split("-")[0]](name, device, data, RECIPES[device][net])
     print("ready", flush=True)
-    for _ in sys.stdin:
-        print(json.dumps(one_epoch()), flush=True)
+    lines = iter(sys.stdin)
+
+    def report(seconds):  # answer, then wait for the next turn; False at end of input
+        print(json.dumps(seconds), flush=True)
+        return next(lines, None) is not None
+
+    if next(lines, None) is not None:
+        run(report)
     # the training's peak, read before the test-set pass; KiB -> MiB on Linux
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"test_accuracy": test_accuracy(), "peak_rss_mib": peak_rss, "n_train": len(x)}),
-          flush=True)
+    result = {"peak_rss_mib": peak_rss, "device_mib": device_mib(), "n_train": len(data[0])}
+    print(json.dumps({**result, "test_accuracy": test_accuracy()}), flush=True)
 
 
 class Contender:
@@ -233,7 +395,7 @@ class Contender:
         line = self.proc.stdout.readline()
         if not line:
             self.log.seek(0)
-            raise SystemExit(f"error: the {self.name} run failed:\n{self.log.read()[-2000:]}")
+            raise SystemExit(f"error: the {self.name} run failed:\n{self.log.read()[-3000:]}")
         return line
 
     def epoch(self) -> float:
@@ -248,11 +410,19 @@ class Contender:
         return result
 
 
+def device_name(device: str) -> str:
+    if device == "cpu":
+        return f"{platform.machine()}, {os.cpu_count()} cores"
+    from nn.backend import select
+
+    return select("gpu").device_name
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=11, help="per contender; the first is dropped as warm-up")
-    ap.add_argument("--only", nargs="*", choices=CONTENDERS)
-    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="for this project's runs")
+    ap.add_argument("--only", nargs="*", choices=sorted({c for cs in CONTENDERS.values() for c in cs}))
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
     ap.add_argument("--pause", type=float, default=0.25,
                     help="seconds between two contenders' epochs, for the last one's thread pool to go idle")
@@ -262,27 +432,35 @@ def main(argv=None):
     if args.child:
         return child(args.child, args.device, args.net)
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.net}_{args.device}")
+    recipe = RECIPES[args.device][args.net]
 
     source = data_source()
-    names = [name for name in args.only or CONTENDERS if runnable(name, args.net)]
-    contenders = [Contender(name, args) for name in names]
-    peaks = [sgemm_peak()]
+    names = [name for name in args.only or CONTENDERS[args.device]
+             if name in CONTENDERS[args.device] and runnable(name, args.net)]
+    contenders = []
+    for name in names:  # a contender that cannot start (no CUDA graphs there, say) is left out, and said so
+        try:
+            contenders.append(Contender(name, args))
+        except SystemExit as exc:
+            print(f"skip {name}: {exc}", file=sys.stderr)
+    names = [c.name for c in contenders]
+    peaks = [gemm_peak(args.device)]
     times: dict[str, list[float]] = {name: [] for name in names}
     for epoch in range(1, args.epochs + 1):  # A B C, C B A, A B C, ...: drift hits neighbours alike
         for c in contenders if epoch % 2 else contenders[::-1]:
             time.sleep(args.pause)
             times[c.name].append(c.epoch())
         print(f"epoch {epoch}: " + "  ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()), file=sys.stderr)
-    peaks.append(sgemm_peak())
+    peaks.append(gemm_peak(args.device))
     finals = {c.name: c.finish() for c in contenders}
     peak = max(peaks)
-    gflop = epoch_gflop(finals[names[0]]["n_train"], args.net) if names else 0.0
-    rows = [summarise(name, times, finals[name], gflop, peak) for name in names]
+    gflop = epoch_gflop(finals[names[0]]["n_train"], recipe) if names else 0.0
+    rows = [summarise(name, times, finals[name], gflop, peak, REFERENCES[args.device]) for name in names]
     meta = {"command": " ".join(["python benchmarks/mlp_epoch.py", *(argv or sys.argv[1:])]),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-            "data": source, "epochs": args.epochs,
-            "net": {"mlp": "784-256-128-10 ReLU", "cnn": "conv32-pool-conv64-pool-fc128-10 ReLU"}[args.net],
-            "batch": BATCH, "pause_s": args.pause, "sgemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device}
+            "machine": f"{device_name(args.device)}, Python {platform.python_version()}",
+            "data": source, "epochs": args.epochs, "net": recipe.describe(), "batch": BATCH,
+            "pause_s": args.pause, "gemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device,
+            "references": list(REFERENCES[args.device])}
     write_report(out, meta, rows)
 
 
@@ -303,14 +481,15 @@ def measured(seconds: list[float]) -> list[float]:
     return seconds[1:] or seconds
 
 
-def summarise(name: str, times: dict, final: dict, gflop: float, peak: float) -> dict:
+def summarise(name: str, times: dict, final: dict, gflop: float, peak: float,
+              references=REFERENCES["cpu"]) -> dict:
     """One table row; ratios to PyTorch are medians of epoch-by-epoch ratios (epoch i against epoch i)."""
     own = measured(times[name])
     row = {"name": name, "min_s": min(own), "median_s": statistics.median(own), **final,
            "epoch_seconds": times[name]}
     row["gflops"] = gflop / row["median_s"]
     row["peak_fraction"] = row["gflops"] / peak
-    for ref in ("torch-adam", "torch-sgd"):
+    for ref in references:
         if ref in times:
             row[f"vs_{ref}"] = statistics.median(a / b for a, b in zip(own, measured(times[ref])))
     return row
@@ -319,21 +498,25 @@ def summarise(name: str, times: dict, final: dict, gflop: float, peak: float) ->
 def write_report(out: Path, meta: dict, rows: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     (out.parent / f"{out.name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    refs = meta["references"]
+    gpu = meta["device"] == "gpu"
     lines = [f"`{meta['command']}` — {meta['machine']}; data: {meta['data']}; {meta['net']}, batch "
              f"{meta['batch']}; {meta['epochs']} epochs per contender, taken in turn epoch by epoch, "
              f"the order reversed every other epoch "
              f"(the first of each dropped as warm-up; ratios to PyTorch are medians of epoch-by-epoch ratios); "
-             f"best sgemm peak "
-             f"{meta['sgemm_peak_gflops']:.0f} GFLOP/s; {meta['gflop_per_epoch']:.1f} GFLOP per epoch.",
+             f"best fp32 matrix-product peak "
+             f"{meta['gemm_peak_gflops']:.0f} GFLOP/s; {meta['gflop_per_epoch']:.1f} GFLOP per epoch.",
              "",
-             "| run | s/epoch (median) | s/epoch (min) | GFLOP/s | % of sgemm peak | vs torch Adam "
-             "| vs torch SGD | test acc | peak RSS MiB (training) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| run | s/epoch (median) | s/epoch (min) | GFLOP/s | % of peak | "
+             + " | ".join(f"vs {r}" for r in refs)
+             + " | test acc | peak RSS MiB (training) |" + (" GPU MiB (training) |" if gpu else ""),
+             "|---|---|---|---|---|" + "---|" * len(refs) + "---|---|" + ("---|" if gpu else "")]
     for r in rows:
-        ratio = [f"{r[k]:.2f}×" if k in r else "–" for k in ("vs_torch-adam", "vs_torch-sgd")]
+        ratio = [f"{r[f'vs_{k}']:.2f}×" if f"vs_{k}" in r else "–" for k in refs]
+        memory = f" {r['device_mib']:.0f} |" if gpu and r.get("device_mib") is not None else (" – |" if gpu else "")
         lines.append(f"| {r['name']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['gflops']:.0f} | "
-                     f"{100 * r['peak_fraction']:.0f} % | {ratio[0]} | {ratio[1]} | "
-                     f"{100 * r['test_accuracy']:.2f} % | {r['peak_rss_mib']:.0f} |")
+                     f"{100 * r['peak_fraction']:.0f} % | " + " | ".join(ratio) + " | "
+                     f"{100 * r['test_accuracy']:.2f} % | {r['peak_rss_mib']:.0f} |" + memory)
     (out.parent / f"{out.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
