@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nn.atomic import write_text
+from stages import pins
 
 log = logging.getLogger("stages")
 
@@ -39,6 +40,7 @@ def run(main: Callable[[], None]) -> None:
     is a bug and keeps its traceback.
     """
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    log.info("bits: %s", pins.describe())
     try:
         main()
     except (StageError, ValueError, OSError) as exc:

@@ -1,7 +1,8 @@
 """evaluate: score the trained model on the test split.
 
 -> reports/metrics.json (test accuracy, loss, macro F1, per-class precision /
-recall / F1, the training time and throughput), reports/confusion.json
+recall / F1; reproducible to the byte: the training time is in the train stage's
+own reports/train/timing.json), reports/confusion.json
 ({actual, predicted} records for `dvc plots`), data/predictions/test.npz (the
 probabilities, for the plots stage).
 """
@@ -20,10 +21,8 @@ from stages.common import (
     METRICS,
     MODEL,
     PREDICTIONS,
-    TIMING,
     load_split,
     log,
-    read_json,
     run,
     write_json,
 )
@@ -60,7 +59,6 @@ def main() -> None:
     pred = probs.argmax(axis=1)
     metrics = score(y, probs, pred, classes)
     metrics["model"] = {"parameters": model.n_params}
-    metrics["train"] = read_json(TIMING)
     write_json(METRICS, metrics)
     write_json(CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y, pred)])
     write_npz(PREDICTIONS, {"probs": probs})
