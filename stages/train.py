@@ -2,7 +2,8 @@
 
 -> models/model.npz, reports/train/history.json (one record per epoch, no
 timings, so it is reproducible to the byte) and reports/train/timing.json
-(seconds and throughput: a cache: false metric).
+(seconds and throughput: a top-level metric in dvc.yaml, not a stage output, so
+dvc.lock does not change with it and no stage reads it).
 """
 
 from __future__ import annotations

@@ -185,11 +185,12 @@ def test_dvc_commands_work(ran_project):
 
 
 def test_a_forced_rerun_changes_nothing_but_the_timing(ran_project):
-    """Retraining writes the same bytes: `dvc metrics diff` lists only the timing file, which no
-    stage reads, and `dvc exp show` has one train.device column (the param's)."""
-    before = ran_project.read("reports/metrics.json")
+    """Retraining writes the same bytes - metrics and dvc.lock included: `dvc metrics diff` lists
+    only the timing file, which no stage reads or outputs, and `dvc exp show` has one
+    train.device column (the param's)."""
+    before = {rel: ran_project.read(rel) for rel in ("reports/metrics.json", "dvc.lock")}
     ran_project.dvc("repro", "--force", "train")
-    assert ran_project.read("reports/metrics.json") == before
+    assert {rel: ran_project.read(rel) for rel in before} == before
     diff = json.loads(ran_project.dvc("metrics", "diff", "--json").stdout or "{}")
     assert set(diff) <= {"reports/train/timing.json"}, diff
     assert ran_project.status() == {}
