@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+
+import yaml
 
 from tests.project import DIGITS, Project
 
@@ -60,3 +63,12 @@ def test_queue_two_experiments_and_read_both(tmp_path):
     for lr in (0.001, 0.005):
         assert by_lr[lr]["accuracy"] is not None and by_lr[lr]["accuracy"] > 0.5, runs
     assert by_lr[0.001]["name"] != by_lr[0.005]["name"]
+    # a queued run writes the bytes the same params write in the workspace
+    queued = {}
+    for ref in project.git("for-each-ref", "--format=%(refname)", "refs/exps").split():
+        lock = yaml.safe_load(project.git("show", f"{ref}:dvc.lock"))
+        train = lock["stages"]["train"]
+        model = next(o["md5"] for o in train["outs"] if o["path"] == "models/model.npz")
+        queued[train["params"]["params.yaml"]["train.lr"]] = model
+    project.dvc("exp", "run", "-S", "train.lr=0.001")
+    assert hashlib.md5(project.read("models/model.npz")).hexdigest() == queued[0.001]
