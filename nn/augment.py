@@ -26,4 +26,3 @@ def shift_images(x: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
                 out[idx, max(a, 0):h + min(a, 0), max(b, 0):w + min(b, 0)] = \
                     x[idx, max(-a, 0):h + min(-a, 0), max(-b, 0):w + min(-b, 0)]
     return out
-

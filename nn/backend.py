@@ -196,8 +196,10 @@ class Cublas:
         for name, real in (("cublasSgemm_v2", ctypes.c_float), ("cublasDgemm_v2", ctypes.c_double)):
             getattr(self.lib, name).argtypes = [vp, i, i, i, i, i, ctypes.POINTER(real), vp, i, vp, i,
                                                 ctypes.POINTER(real), vp, i]
-        self.gemms = {np.dtype(np.float32): (self.lib.cublasSgemm_v2, ctypes.c_float),
-                      np.dtype(np.float64): (self.lib.cublasDgemm_v2, ctypes.c_double)}
+        # per dtype: the gemm and its alpha = 1, beta = 0 (host pointer mode: read at each call)
+        self.gemms = {np.dtype(t): (getattr(self.lib, name), real(1.0), real(0.0))
+                      for t, name, real in ((np.float32, "cublasSgemm_v2", ctypes.c_float),
+                                            (np.float64, "cublasDgemm_v2", ctypes.c_double))}
 
     @staticmethod
     def _check(status: int, call: str) -> None:
@@ -209,8 +211,7 @@ class Cublas:
         if stream_ptr != self.stream:
             self._check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream_ptr)), "cublasSetStream")
             self.stream = stream_ptr
-        gemm, real = self.gemms[dtype]
-        one, zero = real(1.0), real(0.0)
+        gemm, one, zero = self.gemms[dtype]
         self._check(gemm(self.handle, op_a, op_b, m, n, k, ctypes.byref(one), a_ptr, lda, b_ptr, ldb,
                          ctypes.byref(zero), c_ptr, ldc), "gemm")
 

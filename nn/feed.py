@@ -23,6 +23,11 @@ from nn.augment import draw_shifts, shift_images
 from nn.noise import Noise, draw_key
 
 
+def batch_sizes(n: int, batch_size: int) -> np.ndarray:
+    """Samples in each of the ceil(n / batch_size) batches: all full but the last."""
+    return np.minimum(batch_size, n - batch_size * np.arange(math.ceil(n / batch_size)))
+
+
 class Feed:
     """x: (N, H, W[, C]) uint8 images, y: (N,) integer labels, for `model`."""
 
@@ -30,9 +35,8 @@ class Feed:
         backend = self.backend = model.backend
         xp = backend.xp
         self.model, self.n, self.batch_size, self.shift = model, len(x), batch_size, shift
-        self.steps = math.ceil(self.n / batch_size)
-        self.sizes = np.full(self.steps, batch_size)  # samples in each batch: the last may be short
-        self.sizes[-1] = self.n - batch_size * (self.steps - 1)
+        self.sizes = batch_sizes(self.n, batch_size)
+        self.steps = len(self.sizes)
         self.x = backend.to_device(x)
         self.y = backend.to_device(np.asarray(y).astype(np.int32))
         self.step = xp.zeros(1, dtype=np.int32)

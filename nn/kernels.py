@@ -139,7 +139,7 @@ def gather(backend, src, perm, dy, dx, step, batch: int, rows: int, mean, scale,
     """A batch of normalised inputs straight from the resident data: sample
     perm[step * batch + b], shifted by (dy, dx) of that position (zeros fill the
     border), then (x - mean) * scale.   src: (N, H, W[, C]) uint8 -> (rows, H, W[, C]).
-    NumPy twin: nn.augment.shift_images on the epoch, then Sequential.prepare."""
+    NumPy twin: nn.augment.shift_images on the epoch, then Sequential.normalized."""
     h, w = src.shape[1:3]
     ch = int(np.prod(src.shape[3:], dtype=np.int64))
     out = backend.xp.empty((rows, *src.shape[1:]), dtype=dtype)

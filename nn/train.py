@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from nn.feed import Feed
+from nn.feed import Feed, batch_sizes
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential
 from nn.optim import Optimizer, Schedule
@@ -43,14 +43,13 @@ def evaluate(model: Sequential, loss_fn: SoftmaxCrossEntropy, x, y, batch_size: 
     x, y may already be on the device; per-batch results are read back once."""
     backend, xp = model.backend, model.backend.xp
     xd, yd = backend.to_device(x), backend.to_device(y).astype(np.int32, copy=False)
-    n = len(x)
-    batches = math.ceil(n / batch_size)
+    n, sizes = len(x), batch_sizes(len(x), batch_size)
+    batches = len(sizes)
     losses, correct = xp.zeros(batches, dtype=model.dtype), xp.zeros(batches, dtype=np.int32)
     slots = xp.arange(batches, dtype=np.int32)
     for b in range(batches):
         rows = slice(b * batch_size, (b + 1) * batch_size)
         loss_fn.score(model.forward(model.normalized(xd[rows])), yd[rows], losses, correct, slots[b:b + 1])
-    sizes = np.minimum(batch_size, n - batch_size * np.arange(batches))
     return float(backend.to_host(losses) @ sizes) / n, int(backend.to_host(correct).sum()) / n
 
 

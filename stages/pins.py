@@ -50,10 +50,14 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def opted_out(environ) -> bool:
+    return environ.get(OPT_OUT, "") not in ("", "0")
+
+
 def pinned(environ, machine: str, flags: set[str]) -> dict[str, str]:
     """The environment variables to set, given the current environment, platform.machine()
     and the CPU flags: empty when the user opts out."""
-    if environ.get(OPT_OUT, "") not in ("", "0"):
+    if opted_out(environ):
         return {}
     pins = {"OPENBLAS_NUM_THREADS": THREADS, "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS}
     if machine.lower() in ("x86_64", "amd64") and {"avx2", "fma"} <= flags:
@@ -83,5 +87,5 @@ def describe() -> str:
         simd = [name for name in __cpu_dispatch__ if __cpu_features__.get(name)]
     except ImportError:  # another NumPy layout
         simd = ["?"]
-    opted_out = " (REPRO_NATIVE: not pinned)" if os.environ.get(OPT_OUT, "") not in ("", "0") else ""
-    return f"numpy {np.__version__}, SIMD {' '.join(simd) or 'baseline'}; {'; '.join(blas) or 'no BLAS found'}{opted_out}"
+    note = " (REPRO_NATIVE: not pinned)" if opted_out(os.environ) else ""
+    return f"numpy {np.__version__}, SIMD {' '.join(simd) or 'baseline'}; {'; '.join(blas) or 'no BLAS found'}{note}"
