@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,30 @@ def env() -> dict:
     e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
     e.pop("CI", None)
     return e
+
+
+GIB = 2 ** 30
+
+
+def assert_clean_failure(proc, *patterns):
+    """Exit != 0; exactly one 'error:' line, containing each pattern; no traceback."""
+    err = proc.stderr
+    assert proc.returncode != 0, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    for pattern in patterns:
+        assert pattern in lines[0], lines[0]
+    return lines[0]
+
+
+
+def address_space_cap(limit: int):
+    """A preexec_fn that caps the child's address space at `limit` bytes (like `prlimit --as`):
+    past it, allocations fail instead of taking the machine down."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return cap
 
 
 class Project:
@@ -68,9 +93,10 @@ class Project:
     def git(self, *args) -> str:
         return subprocess.run(["git", *args], cwd=self.path, check=True, capture_output=True, text=True).stdout
 
-    def run(self, *args, check=True, extra_env=None) -> subprocess.CompletedProcess:
+    def run(self, *args, check=True, extra_env=None, memory=None) -> subprocess.CompletedProcess:
+        """Run a command in the project; `memory` caps its address space in bytes."""
         proc = subprocess.run(list(args), cwd=self.path, env={**env(), **(extra_env or {})}, capture_output=True,
-                              text=True)
+                              text=True, preexec_fn=address_space_cap(memory) if memory else None)
         if check and proc.returncode:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -78,8 +104,8 @@ class Project:
     def dvc(self, *args, check=True) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "dvc", *args, check=check)
 
-    def stage(self, name: str, check=False, extra_env=None) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", f"stages.{name}", check=check, extra_env=extra_env)
+    def stage(self, name: str, check=False, extra_env=None, memory=None) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", f"stages.{name}", check=check, extra_env=extra_env, memory=memory)
 
     def repro(self) -> list[str]:
         """dvc repro -> the stages that actually ran, in order."""

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.project import DIGITS, Project, env
+from tests.project import DIGITS, Project, assert_clean_failure, env
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +28,6 @@ def base(tmp_path_factory):
 @pytest.fixture
 def project(base, tmp_path):
     return Project(tmp_path / "p", like=base)
-
-
-def assert_clean_failure(proc, *patterns):
-    """Exit != 0; exactly one 'error:' line, containing each pattern; no traceback."""
-    err = proc.stderr
-    assert proc.returncode != 0, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    for pattern in patterns:
-        assert pattern in lines[0], lines[0]
-    return lines[0]
 
 
 # -- params: validated before any work starts ------------------------------------
