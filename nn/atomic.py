@@ -1,22 +1,74 @@
 """Atomic writes: write into a temporary sibling, then rename into place.
 
 A reader (or DVC) sees either the old file or the complete new one, never a
-half-written file, even if the process is killed mid-write.
+half-written file, even if the process is killed mid-write. Inside
+`all_or_none()` the renames are held back until the block succeeds, so a
+program that writes several files leaves all of them new or all of them old.
+New files get the usual permissions (0666 less the umask), as `open` gives.
 """
 
 from __future__ import annotations
 
+import contextvars
 import io
 import os
 import shutil
+import signal
 import tempfile
 import zipfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp; fixed for byte-identical files
+_STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+# (commit, discard) pairs of the writes held back by the innermost all_or_none()
+_held: contextvars.ContextVar[list | None] = contextvars.ContextVar("held", default=None)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same error, naming the file being written rather than its temporary sibling."""
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def _finish(commit: Callable[[], None], discard: Callable[[], None]) -> None:
+    """Commit now, or hold the commit back for the enclosing all_or_none()."""
+    held = _held.get()
+    if held is None:
+        commit()
+    else:
+        held.append((commit, discard))
+
+
+@contextmanager
+def all_or_none():
+    """Hold back every atomic write made in the block; on success rename them all into place
+    (with SIGINT/SIGTERM/SIGHUP deferred for those few microseconds), on failure remove them."""
+    held: list = []
+    token = _held.set(held)
+    try:
+        yield
+    except BaseException:
+        for _, discard in held:
+            discard()
+        raise
+    finally:
+        _held.reset(token)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        for commit, _ in held:
+            commit()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextmanager
@@ -24,16 +76,22 @@ def atomic_file(path, mode: str = "wb"):
     """`with atomic_file(p) as f: f.write(...)` - p appears only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # e.g. ENOSPC from a write
+            raise _naming(exc, path) from None
         raise
+    _finish(lambda: os.replace(tmp, path), lambda: Path(tmp).unlink(missing_ok=True))
 
 
 @contextmanager
@@ -43,7 +101,13 @@ def atomic_dir(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    def commit() -> None:
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
@@ -51,9 +115,8 @@ def atomic_dir(path):
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    _finish(commit, lambda: shutil.rmtree(tmp, ignore_errors=True))
 
 
 def write_text(path, text: str) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from nn.atomic import write_text
-from stages import pins
+from nn.atomic import all_or_none, write_text
+from stages import outputs, pins
 
 log = logging.getLogger("stages")
 
@@ -32,23 +36,73 @@ class StageError(Exception):
     """An expected failure: printed as one line, exit status 1."""
 
 
-def run(main: Callable[[], None]) -> None:
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """Linux: stop (SIGTERM) when the parent process - dvc repro - dies, rather than
+    train on unseen; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError as '<file>: <reason>; <what to do>'."""
+    reason = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: "free some disk space and rerun", errno.EDQUOT: "free some disk space and rerun",
+            errno.EACCES: "check the file's permissions", errno.EPERM: "check the file's permissions",
+            errno.EROFS: "the file system is read-only; run from a writable copy"}.get(exc.errno, "")
+    where = exc.filename if exc.filename is not None else "a file"
+    return f"{where}: {reason}" + (f"; {hint}" if hint else "")
+
+
+def run(main: Callable[[], None], memory_hint: str = "") -> None:
     """Run a stage's main(): log to stderr; expected errors -> one line, exit 1.
 
     Expected errors are StageError, ValueError (bad params, bad files: the nn
-    loaders raise it) and OSError (a disk or permission problem). Anything else
-    is a bug and keeps its traceback.
+    loaders raise it), OSError (a disk or permission problem: the line names the
+    file) and MemoryError (`memory_hint` says which params to lower). Anything else
+    is a bug and keeps its traceback. SIGINT, SIGTERM and SIGHUP stop the stage
+    cleanly. Every output is written all-or-none (nn.atomic.all_or_none); under
+    `dvc repro`, which deletes the outputs before the run, a failed run puts the
+    previous ones back (stages/outputs.py).
     """
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     log.info("bits: %s", pins.describe())
+    stage = os.environ.get("DVC_STAGE", "")  # set by dvc for the command of the stage it runs
+    for signum in STOPS:
+        signal.signal(signum, _stop)
+    if stage:
+        _die_with_parent()
     try:
-        main()
-    except (StageError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        with all_or_none():
+            main()
+    except BaseException as exc:
+        for signum in STOPS:  # a second Ctrl-C or kill must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
+        if stage:
+            outputs.restore(stage, log)
+        if not isinstance(exc, (StageError, ValueError, OSError, MemoryError, KeyboardInterrupt)):
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            message, status = f"interrupted ({exc.args[0] if exc.args else 'SIGINT'}); no output was changed", 130
+        elif isinstance(exc, MemoryError):
+            message, status = "out of memory" + (f"; {memory_hint}" if memory_hint else ""), 1
+        elif isinstance(exc, OSError):
+            message, status = describe_os_error(exc), 1
+        else:
+            message, status = str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 1
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(status)
+    if stage:
+        outputs.keep(stage)
 
 
 def write_json(path: Path, data) -> None:

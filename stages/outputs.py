@@ -1,0 +1,153 @@
+"""A stage's outputs survive a failed or interrupted `dvc repro`.
+
+`dvc repro` deletes a stage's outputs before it runs the stage's command. If the
+command then fails or is stopped (Ctrl-C, `kill`), the workspace would be left
+without them - including the git-tracked reports, which DVC keeps no copy of.
+So each stage, when it fails under DVC, puts back every output that dvc.lock
+records and the workspace lacks, taking the bytes from
+
+  - the copy it kept of its own outputs after its last success
+    (`.dvc/tmp/outputs/<stage>/`: hard links, so no extra disk), or
+  - DVC's cache (where cached outputs, and run-cache copies of the others, live),
+
+and only bytes whose md5 is the one dvc.lock records: the workspace ends up as
+dvc.lock describes it, as before the run. (DVC's `persist: true` would keep the
+outputs in place instead, but it also turns the run cache off for the stage.)
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+KEPT = Path(".dvc/tmp/outputs")
+
+
+def declared(stage: str) -> list[Path]:
+    """The outputs dvc.yaml declares for `stage` (outs, metrics, plots)."""
+    try:
+        spec = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][stage]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return []
+    paths = []
+    for kind in ("outs", "metrics", "plots"):
+        for entry in spec.get(kind) or []:
+            paths.append(Path(next(iter(entry)) if isinstance(entry, dict) else entry))
+    return paths
+
+
+def locked(stage: str) -> dict[Path, str]:
+    """dvc.lock's record of `stage`'s outputs: path -> md5 (a directory's ends in '.dir')."""
+    try:
+        outs = yaml.safe_load(Path("dvc.lock").read_text())["stages"][stage]["outs"]
+        return {Path(o["path"]): o["md5"] for o in outs if "md5" in o}
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return {}
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def _link(src: Path, dst: Path, copy: bool = False) -> None:
+    """dst becomes a hard link to src (or a copy: where asked, or where links are not possible)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        if copy:
+            raise OSError
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def keep(stage: str) -> None:
+    """After a success: remember this run's outputs (hard links; the stages always
+    replace files, never rewrite them in place, so the links keep these bytes)."""
+    if not Path(".dvc").is_dir():
+        return
+    home = KEPT / stage
+    shutil.rmtree(home, ignore_errors=True)
+    for out in declared(stage):
+        for f in _files(out) if out.exists() else []:
+            _link(f, home / f)
+
+
+def md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_md5(entries: dict[str, str]) -> str:
+    """DVC's hash of a directory from {relative path: md5} (dvc_data's Tree.digest)."""
+    listing = [{"md5": h, "relpath": p} for p, h in sorted(entries.items())]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _cache_dirs() -> list[Path]:
+    """DVC's local cache: `cache.dir` of the repo's config (local file first), else .dvc/cache."""
+    for name in ("config.local", "config"):
+        config = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            config.read(Path(".dvc") / name)
+        except configparser.Error:
+            continue
+        if config.has_option("cache", "dir"):
+            return [(Path(".dvc") / config.get("cache", "dir")).resolve()]
+    return [Path(".dvc/cache")]
+
+
+def _object(caches: list[Path], digest: str) -> Path | None:
+    for cache in caches:
+        path = cache / "files" / "md5" / digest[:2] / digest[2:]
+        if path.is_file():
+            return path
+    return None
+
+
+def _sources(out: Path, digest: str, kept: Path, caches: list[Path]) -> dict[Path, Path] | None:
+    """{workspace file: a file holding the bytes dvc.lock records for it}, or None.
+    `kept` is where keep() put this output's last version."""
+    if digest.endswith(".dir"):
+        if kept.is_dir():
+            files = {f.relative_to(kept).as_posix(): f for f in _files(kept)}
+            if tree_md5({rel: md5(f) for rel, f in files.items()}) == digest:
+                return {out / rel: f for rel, f in files.items()}
+        manifest = _object(caches, digest)
+        if manifest is None:
+            return None
+        entries = {e["relpath"]: _object(caches, e["md5"]) for e in json.loads(manifest.read_text())}
+        return None if None in entries.values() else {out / rel: f for rel, f in entries.items()}
+    for candidate in (kept, _object(caches, digest)):
+        if candidate is not None and candidate.is_file() and md5(candidate) == digest:
+            return {out: candidate}
+    return None
+
+
+def restore(stage: str, log) -> None:
+    """After a failure under DVC: put back each output dvc.lock records that is missing."""
+    caches = _cache_dirs()
+    for out, digest in locked(stage).items():
+        if out.exists():
+            continue
+        try:
+            sources = _sources(out, digest, KEPT / stage / out, caches)
+            for dst, src in (sources or {}).items():  # never a link into DVC's cache: an edit would damage it
+                _link(src, dst, copy=not src.is_relative_to(KEPT))
+        except (OSError, ValueError) as exc:
+            log.warning("%s: could not be put back (%s)", out, exc)
+            continue
+        if sources is None:
+            log.warning("%s: no copy of the version dvc.lock records; `dvc checkout %s` may bring it back",
+                        out, stage)
+            continue
+        log.info("%s: put back as dvc.lock records it", out)

@@ -1,0 +1,119 @@
+"""Outputs survive a failed or interrupted `dvc repro`, and a stage writes all its outputs or none.
+
+DVC deletes a stage's outputs before running it; the stage puts them back when it
+fails or is stopped (stages/outputs.py), and holds its own writes back until all
+of them are ready (nn.atomic.all_or_none)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.project import DIGITS, Project, assert_clean_failure, env
+
+# the outputs of train, evaluate and plots, cached by DVC or tracked by git
+OUTPUTS = ["models/model.npz", "reports/train/history.json", "data/predictions/test.npz", "reports/confusion.json",
+           "reports/metrics.json", "reports/report.md", "reports/figures/predictions.png",
+           "reports/figures/misclassified.png", "reports/figures/confusion_matrix.png",
+           "reports/figures/training_curves.png"]
+SLOW = {"model": {"hidden": [256, 256]}, "train": {"batch_size": 4, "epochs": 12}}  # ~0.5 s an epoch
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A digits project after a whole `dvc repro`."""
+    project = Project(tmp_path_factory.mktemp("done"), DIGITS)
+    assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+    return project
+
+
+def snapshot(project) -> dict[str, bytes]:
+    return {rel: project.read(rel) for rel in OUTPUTS}
+
+
+def start_repro(project) -> subprocess.Popen:
+    """`dvc repro` in its own process group, as a terminal would start it."""
+    return subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project.path, env=env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(proc, text: str, limit: float = 120) -> str:
+    seen, deadline = [], time.time() + limit
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+        assert time.time() < deadline, "".join(seen)
+    raise AssertionError(f"{text!r} never appeared:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize("send", [
+    pytest.param(lambda p: os.killpg(p.pid, signal.SIGINT), id="ctrl-c"),  # a terminal signals the whole group
+    pytest.param(lambda p: os.kill(p.pid, signal.SIGTERM), id="sigterm-to-dvc"),  # `kill <dvc's pid>`
+    pytest.param(lambda p: os.killpg(p.pid, signal.SIGTERM), id="sigterm-to-group"),
+])
+def test_interrupted_train_keeps_the_previous_outputs_and_the_next_repro_finishes(done, tmp_path, send):
+    project = Project(tmp_path / "p", like=done)
+    before = snapshot(project)
+    project.set_params(SLOW)
+    proc = start_repro(project)
+    wait_for(proc, "epoch 2/")  # train is running: DVC has already deleted its outputs
+    send(proc)
+    rest = proc.communicate(timeout=60)[0]  # returns when every holder of the pipe - train too - has exited
+    assert proc.returncode != 0, rest
+    assert all((project.path / rel).exists() for rel in OUTPUTS), rest
+    assert snapshot(project) == before, rest
+    assert project.repro() == ["train", "evaluate", "plots"]  # the same params: the run finishes now
+    assert project.status() == {}
+    assert project.read("models/model.npz") != before["models/model.npz"]
+
+
+def test_a_train_that_fails_under_dvc_keeps_the_previous_outputs(done, tmp_path):
+    project = Project(tmp_path / "f", like=done)
+    before = snapshot(project)
+    project.set_params({"train": {"lr": 1000.0, "optimizer": "sgd", "momentum": 0.9}})  # diverges
+    proc = project.dvc("repro", check=False)
+    assert proc.returncode != 0 and "diverged" in proc.stdout + proc.stderr
+    assert snapshot(project) == before
+    project.set_params({"train": {"lr": 0.01}})
+    assert project.repro() == ["train", "evaluate", "plots"]
+
+
+def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_path):
+    """The stage's own copy is of another run (here: removed): the model comes from DVC's cache;
+    a git-tracked report DVC holds no copy of is reported, not invented."""
+    project = Project(tmp_path / "c", like=done)
+    before = snapshot(project)
+    import shutil
+
+    shutil.rmtree(project.path / ".dvc/tmp/outputs/train")
+    project.set("train.lr", -1)
+    proc = project.dvc("repro", "train", check=False)
+    assert proc.returncode != 0
+    assert project.read("models/model.npz") == before["models/model.npz"]
+    assert "reports/train/history.json: no copy" in proc.stdout + proc.stderr
+
+
+def test_a_stage_that_cannot_write_one_output_changes_none(done, tmp_path):
+    """A file-size limit (like a full disk) stops plots at its biggest figure: nothing changes,
+    and the line names the file."""
+    project = Project(tmp_path / "w", like=done)
+    before = snapshot(project)
+    project.set("plots.dpi", 120)  # every figure would change
+    sizes = {rel: len(b) for rel, b in before.items() if rel.endswith(".png")}
+    limit = sorted(sizes.values())[-1] - 1  # the smaller figures fit, the largest does not
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "stages.plots"], cwd=project.path, env=env(), capture_output=True,
+                          text=True, preexec_fn=cap)
+    assert_clean_failure(proc, "reports/figures/", "File too large")
+    assert snapshot(project) == before
+    assert not [p for p in (project.path / "reports").rglob(".*.tmp")]
