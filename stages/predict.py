@@ -1,11 +1,20 @@
 """predict: classify your own images with the trained model (not a DVC stage).
 
-    python -m stages.predict digit.png [more.jpg ...] [--json] [--model models/model.npz]
+    python -m stages.predict digit.png [more.jpg ...] [--json] [--top N] [--model models/model.npz]
 
-Each image is turned into an MNIST-style input the way MNIST itself was made:
-grayscale; inverted when the background is light; cropped to the ink; the
-longer side scaled to 20 px (for 28x28 inputs); placed in the 28x28 frame so
-the centre of mass sits at the centre. Prints the top 3 classes.
+Any image Pillow reads is taken as grey levels (stages/images.py: 8/16-bit, float,
+colour, palette, transparent, animated, EXIF-rotated; huge ones refused unread).
+
+Each image is then turned into an MNIST-style input the way MNIST itself was made:
+uneven lighting removed (the ink is measured against a smooth surface fitted to the paper,
+see paper_surface); inverted when the ink is darker than the paper; cropped to the ink (the
+pixels that stand out from the paper's noise, see ink_and_box); the longer side scaled to
+20 px (for 28x28 inputs); placed in the 28x28 frame so the centre of mass sits at the
+centre. Prints the top 3 classes (--top N: N of them).
+
+A file that cannot be used gets its own line `error: <file>: <reason>` on stderr; the other
+files are still predicted and printed, and the exit status is 1. With --json, such a file's
+entry is {"image": <file>, "error": <reason>} in place of {"image": <file>, "top": [...]}.
 """
 
 from __future__ import annotations
@@ -16,70 +25,183 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from nn import serialize
 from stages.common import MODEL, StageError, run
+from stages.images import read_gray
 
-INK = 0.15  # a pixel is ink when brighter than this fraction of the brightest (after inversion)
+INK = 0.15  # a pixel is ink when it stands out by this fraction of the strongest ink...
+NOISE = 5.0  # ... and by this many standard deviations of the paper's noise...
+EMPTY = 16  # ... and the strongest ink stands out by at least this many grey levels
 
 
-def to_input(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """An image file -> uint8 (H, W) in the model's input format (ink bright on black)."""
-    try:
-        with Image.open(path) as img:
-            gray = np.asarray(img.convert("L"), dtype=np.float64)
-    except FileNotFoundError:
-        raise StageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise StageError(f"{path}: not an image that can be read ({exc})") from None
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = np.median(border)
-    if background > 127:  # dark ink on light paper -> light ink on black, as in MNIST
-        gray, background = 255 - gray, 255 - background
-    ink = np.clip(gray - background, 0, None)
-    if ink.max() < 16:  # not one pixel stands out from the background
-        raise StageError(f"{path}: the image is empty (no ink found)")
-    rows, cols = np.nonzero(ink > INK * ink.max())
-    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+# --- from grey levels to an MNIST-style input ------------------------------------------------
+
+def _quadratic_terms(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The terms 1, x, y, x^2, xy, y^2 at the pixels (ys, xs), coordinates scaled to -1..1: (n, 6)."""
+    y = ys / max(shape[0] - 1, 1) * 2 - 1
+    x = xs / max(shape[1] - 1, 1) * 2 - 1
+    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+
+
+def paper_surface(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """The paper's brightness under uneven lighting, and the standard deviation of its noise.
+
+    A quadratic surface (a constant below 16 px) is fitted by least squares to a grid of about
+    200x200 samples: first to the samples on the image's border (almost always paper), starting
+    from their median, then to every sample close to that surface - never the ink, however much
+    of it there is. Each fit is repeated without the samples more than 3 noise deviations off
+    it. Returns (surface float32 (H, W), sigma).
+    """
+    h, w = gray.shape
+    step = max(1, max(h, w) // 200)
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    ys, xs = ys.ravel(), xs.ravel()
+    samples = gray[ys, xs].astype(np.float64)
+    terms = _quadratic_terms(ys, xs, gray.shape)
+    if min(h, w) < 16:  # too small to have lighting, or to pin a surface down: a constant
+        terms[:, 1:] = 0
+    margin = max(1, min(h, w) // 20)
+    keep = border = (ys < margin) | (ys >= h - margin) | (xs < margin) | (xs >= w - margin)
+    resid = samples - np.median(samples[border])
+    for region in (border, np.ones_like(border)):
+        for _ in range(3):
+            sigma = 1.4826 * float(np.median(np.abs(resid[keep])))  # robust: outliers do not inflate it
+            keep = region & (np.abs(resid) <= 3 * max(sigma, 0.5))
+            coef = np.linalg.lstsq(terms[keep], samples[keep], rcond=None)[0]
+            resid = samples - terms @ coef
+    sigma = 1.4826 * float(np.median(np.abs(resid[keep])))
+    y = np.linspace(-1, 1, h, dtype=np.float32)[:, None] if h > 1 else np.full((1, 1), -1, np.float32)
+    x = np.linspace(-1, 1, w, dtype=np.float32)[None, :] if w > 1 else np.full((1, 1), -1, np.float32)
+    c = coef.astype(np.float32)
+    surface = c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y
+    return surface, sigma
+
+
+def _box3(a: np.ndarray) -> np.ndarray:
+    """The mean over each pixel's 3x3 neighbourhood (edges repeated)."""
+    p = np.pad(a, 1, mode="edge")
+    rows = p[:-2] + p[1:-1] + p[2:]
+    return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) / np.float32(9)
+
+
+def ink_and_box(gray: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """Grey levels -> (ink: float32, bright on 0, the paper's grain removed; the ink's bounding
+    box), or None when nothing stands out from the paper.
+
+    The ink is the side of the paper surface with the larger excursion (dark ink on light paper
+    is inverted), measured as a fraction of the paper's brightness so that the ink in a shadow
+    is as strong as the ink in the light. A pixel counts as ink when it stands out by more than
+    INK of the strongest ink and NOISE noise deviations, and its 3x3 neighbourhood agrees (a lone
+    noisy pixel does not).
+    """
+    surface, sigma = paper_surface(gray)
+    diff = gray - surface
+    smooth = _box3(diff)
+    if -smooth.min() > smooth.max():  # dark ink on light paper -> light ink on black, as in MNIST
+        paper, diff, smooth = surface, -diff, -smooth
+    else:
+        paper = 255 - surface
+    gain = np.float32(255) / np.clip(paper, 8, None)  # ink relative to its paper: the lighting cancels
+    ink, smooth, noise = diff * gain, smooth * gain, np.float32(sigma) * gain
+    peak = float(ink.max())
+    threshold = np.maximum(np.float32(INK * peak), NOISE * noise)
+    mask = (ink > threshold) & (smooth > threshold / 3)
+    if peak < EMPTY or not mask.any():
+        return None
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return np.clip(ink - 3 * noise, 0, None), box
+
+
+def to_frame(ink: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Cropped ink -> uint8 `size`: the longer side scaled to 20/28 of the frame, centred by mass."""
     height, width = size
     box = max(1, round(min(height, width) * 20 / 28))  # MNIST: a 20x20 box in a 28x28 frame
     scale = box / max(ink.shape)
     new = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
-    small = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(new, Image.LANCZOS))
+    small = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(new, Image.Resampling.LANCZOS))
     small = np.clip(small, 0, None)
+    if small.max() <= 0:  # a sliver of ink vanished in the scaling: keep it as one pixel
+        small = np.ones((1, 1), np.float32)
     com = np.array([(np.arange(small.shape[i]) * small.sum(axis=1 - i)).sum() for i in (0, 1)]) / small.sum()
     top, left = np.round(np.array([height, width]) / 2 - com).astype(int)
-    frame = np.zeros((height + 2 * small.shape[0], width + 2 * small.shape[1]))  # room for any offset
+    frame = np.zeros((height + 2 * small.shape[0], width + 2 * small.shape[1]), np.float32)  # room for any offset
     frame[top + small.shape[0]:top + 2 * small.shape[0], left + small.shape[1]:left + 2 * small.shape[1]] = small
     frame = frame[small.shape[0]:small.shape[0] + height, small.shape[1]:small.shape[1] + width]
     return np.round(255 * frame / frame.max()).astype(np.uint8)
 
 
+def to_input(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """An image file -> uint8 (H, W) in the model's input format (ink bright on black)."""
+    found = ink_and_box(read_gray(path))
+    if found is None:
+        raise StageError(f"{path}: the image is empty (no ink found); the digit must stand out from its paper")
+    ink, box = found
+    return to_frame(ink[box], size)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported as the project's one `error:` line."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})")
+    return n
+
+
+def classify(paths: list[Path], model, top: int) -> list[dict]:
+    """One result per path, in order: {"image", "top": [{"class", "probability"}] * top} or, for a
+    file that cannot be used, {"image", "error"} - each such error also printed on stderr."""
+    results, inputs = [], []
+    for path in paths:
+        try:
+            inputs.append(to_input(path, model.input_shape))
+            results.append({"image": str(path)})
+        except StageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            results.append({"image": str(path), "error": str(exc).removeprefix(f"{path}: ")})
+    good = [r for r in results if "error" not in r]
+    if good:
+        probs = model.predict_proba(np.stack(inputs))
+        classes = model.classes or [str(i) for i in range(probs.shape[1])]
+        for r, p in zip(good, probs):
+            order = np.argsort(-p, kind="stable")[:top]  # top beyond the class count: all of them
+            r["top"] = [{"class": classes[i], "probability": round(float(p[i]), 6)} for i in order]
+    return results
+
+
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
-    ap.add_argument("images", nargs="+", type=Path, help="PNG / JPEG files")
+    ap = _Parser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
+    ap.add_argument("images", nargs="+", type=Path, help="image files: PNG, JPEG, GIF, TIFF, BMP, WebP, ...")
     ap.add_argument("--model", type=Path, default=MODEL, help=f"the model file (default {MODEL})")
     ap.add_argument("--json", action="store_true", help="print JSON for scripts")
-    ap.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    ap.add_argument("--top", type=_count, default=3, help="how many classes to show (default 3; at most all of them)")
     args = ap.parse_args(argv)
     model = serialize.load(args.model)
     if len(model.input_shape) != 2:
         raise StageError(f"{args.model}: expects inputs of shape {model.input_shape}, not 2-D images")
-    x = np.stack([to_input(path, model.input_shape) for path in args.images])
-    probs = model.predict_proba(x)
-    classes = model.classes or [str(i) for i in range(probs.shape[1])]
-    results = []
-    for path, p in zip(args.images, probs):
-        order = np.argsort(-p, kind="stable")[: args.top]
-        results.append({"image": str(path),
-                        "top": [{"class": classes[i], "probability": round(float(p[i]), 6)} for i in order]})
+    results = classify(args.images, model, args.top)
+    good = [r for r in results if "error" not in r]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        for r in results:
+        for r in good:
             print(f"{r['image']}: " + ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"]))
     sys.stdout.flush()
+    if len(good) < len(results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

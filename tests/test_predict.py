@@ -1,4 +1,5 @@
-"""predict on your own images: preprocessing like MNIST's, and clear errors."""
+"""predict on your own images: preprocessing like MNIST's, the file formats people have, photos,
+batches with a bad file, and clear errors - size bombs refused before decoding."""
 
 from __future__ import annotations
 
@@ -8,17 +9,22 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from nn import serialize
 from nn.model import Sequential, mlp_spec
-from stages.predict import to_input
-from tests.project import ROOT, env
+from stages import images as images_module
+from stages.common import StageError
+from stages.images import MAX_PIXELS, read_gray
+from stages.predict import ink_and_box, to_input
+from tests.project import GIB, ROOT, address_space_cap, assert_clean_failure, env
+
+CAP = 2 * GIB  # the size-bomb tests run predict with its address space capped at this
 
 
-def predict(*args):
+def predict(*args, memory=None):
     return subprocess.run([sys.executable, "-m", "stages.predict", *map(str, args)], cwd=ROOT, env=env(),
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, preexec_fn=address_space_cap(memory) if memory else None)
 
 
 def digit(size=28):
@@ -26,6 +32,19 @@ def digit(size=28):
     img = np.zeros((size, size), np.uint8)
     img[6:22, 12:16] = 255
     return img
+
+
+def seven(height=150, width=120, ink=0, paper=255):
+    """A '7' drawn with a pen: uint8 (height, width), `ink` strokes on `paper`, off-centre."""
+    img = Image.new("L", (width, height), paper)
+    points = [(width * 0.25, height * 0.22), (width * 0.75, height * 0.22), (width * 0.45, height * 0.8)]
+    ImageDraw.Draw(img).line(points, fill=ink, width=max(2, width // 14))
+    return np.asarray(img)
+
+
+def mnist_like(array: np.ndarray, tmp_path, name="ref.png") -> np.ndarray:
+    Image.fromarray(array).save(tmp_path / name)
+    return to_input(tmp_path / name, (28, 28))
 
 
 def test_preprocessing_inverts_crops_scales_and_centres(tmp_path):
@@ -46,6 +65,117 @@ def test_dark_background_is_not_inverted(tmp_path):
     x = to_input(tmp_path / "b.png", (28, 28))
     assert x[14, 14] > 200 and x[0, 0] == 0
 
+
+def test_bold_ink_covering_most_of_the_picture_is_still_ink(tmp_path):
+    canvas = np.full((40, 40), 255, np.uint8)
+    canvas[3:37, 3:37] = 0  # 72 % of the pixels are ink; only the border is paper
+    Image.fromarray(canvas).save(tmp_path / "bold.png")
+    x = to_input(tmp_path / "bold.png", (28, 28))
+    assert x[14, 14] == 255 and x[0, 0] == 0 and (x > 128).sum() == 20 * 20
+
+
+# --- the formats people's files come in --------------------------------------------------------
+
+def _palette(gray: np.ndarray) -> Image.Image:
+    """A binary grey picture as a two-entry palette image: index 0 paper (white), 1 ink (black)."""
+    img = Image.fromarray((gray < 128).astype(np.uint8), mode="P")
+    img.putpalette([255, 255, 255, 0, 0, 0])
+    return img
+
+
+def _exif_rotated(gray: np.ndarray) -> tuple[Image.Image, dict]:
+    """The picture stored sideways with EXIF orientation 6 ("rotate 90 clockwise to show"), as phones do."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return Image.fromarray(np.rot90(gray).copy()), {"exif": exif}
+
+
+def _transparent_black_ink(gray):
+    rgba = np.zeros(gray.shape + (4,), np.uint8)  # transparent black, as drawing apps export
+    rgba[..., 3] = 255 - gray  # the strokes opaque black
+    return Image.fromarray(rgba, mode="RGBA"), {}
+
+
+def _transparent_white_ink(gray):
+    la = np.stack([np.full_like(gray, 255), 255 - gray], axis=-1)  # white strokes on nothing
+    return Image.fromarray(la, mode="LA"), {}
+
+
+def _gif_first_frame(gray):
+    other = _palette(seven(*gray.shape)[::-1].copy())  # a different second frame
+    return _palette(gray), {"save_all": True, "append_images": [other], "transparency": 0}
+
+
+def _pencil(gray: np.ndarray, full: float, dtype) -> Image.Image:
+    """The picture as grey pencil (level 60 of 255) on grey paper (230), `full` being white."""
+    values = (60 + gray * (170 / 255)) * (full / 255)
+    return Image.fromarray((values.round() if np.issubdtype(dtype, np.integer) else values).astype(dtype))
+
+
+FORMATS = {  # name -> (file name, the 8-bit picture -> (Pillow image, save options))
+    "16-bit PNG": ("a.png", lambda g: (_pencil(g, 65535, np.uint16), {})),
+    "32-bit integer TIFF": ("a.tif", lambda g: (_pencil(g, 65535, np.int32), {})),
+    "float TIFF 0..1": ("a.tif", lambda g: (_pencil(g, 1, np.float32), {})),
+    "RGBA, black ink on transparent": ("a.png", _transparent_black_ink),
+    "LA, white ink on transparent": ("a.png", _transparent_white_ink),
+    "palette PNG": ("a.png", lambda g: (_palette(g), {})),
+    "palette PNG, transparent paper": ("a.png", lambda g: (_palette(g), {"transparency": 0})),
+    "two-frame GIF, transparent paper": ("a.gif", _gif_first_frame),
+    "colour JPEG-free RGB": ("a.png", lambda g: (Image.fromarray(np.stack([g, g, g], -1)), {})),
+    "EXIF orientation 6": ("a.png", _exif_rotated),
+}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_each_format_gives_the_input_of_the_plain_8_bit_picture(name, tmp_path):
+    gray = seven()
+    reference = mnist_like(gray, tmp_path)
+    filename, make = FORMATS[name]
+    img, options = make(gray)
+    img.save(tmp_path / filename, **options)
+    x = to_input(tmp_path / filename, (28, 28))
+    assert np.abs(x.astype(int) - reference).max() <= 1, name
+
+
+def test_a_fully_transparent_picture_is_empty(tmp_path):
+    Image.new("RGBA", (50, 50), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    with pytest.raises(StageError, match="clear.png: the image is empty"):
+        to_input(tmp_path / "clear.png", (28, 28))
+
+
+# --- photos: uneven light, grey paper, noise -------------------------------------------------
+
+def photo(gray: np.ndarray, lo: float, hi: float, noise: float, seed=0) -> np.ndarray:
+    """A photo of the drawing: light falling off from `hi` to `lo` across the page (diagonally,
+    and towards the corners), ink reflecting 30 % of it, gaussian sensor noise."""
+    h, w = gray.shape
+    y, x = np.mgrid[0:h, 0:w] / np.array([h, w]).reshape(2, 1, 1)
+    light = lo + (hi - lo) * (1 - 0.6 * (x + y) / 2 - 0.4 * ((x - 0.4) ** 2 + (y - 0.3) ** 2))
+    reflectance = 0.3 + 0.7 * gray / 255
+    rng = np.random.default_rng(seed)
+    return np.clip(light * reflectance + rng.normal(0, noise, gray.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("lo", "hi", "noise"), [(110, 240, 8), (35, 110, 4)], ids=["bright page", "dim page"])
+def test_photo_of_a_digit_is_cropped_to_the_digit(lo, hi, noise, tmp_path):
+    gray = seven(300, 240)
+    Image.fromarray(photo(gray, lo, hi, noise)).save(tmp_path / "photo.png")
+    _, box = ink_and_box(read_gray(tmp_path / "photo.png"))
+    _, clean_box = ink_and_box(gray.astype(np.float32))
+    for got, want in zip(box, clean_box):
+        assert abs(got.start - want.start) <= 1 and abs(got.stop - want.stop) <= 1, (box, clean_box)
+    x, reference = to_input(tmp_path / "photo.png", (28, 28)), mnist_like(gray, tmp_path)
+    assert np.abs(x.astype(int) - reference).mean() < 1.0
+    assert x[reference == 0].max() == 0  # no paper grain around the digit
+
+
+def test_a_noisy_unevenly_lit_page_without_ink_is_empty(tmp_path):
+    Image.fromarray(photo(np.full((200, 160), 255, np.uint8), 110, 240, 8)).save(tmp_path / "page.png")
+    with pytest.raises(StageError, match="page.png: the image is empty"):
+        to_input(tmp_path / "page.png", (28, 28))
+
+
+# --- the command -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
@@ -69,27 +199,97 @@ def test_prints_top3_and_json(model_path, tmp_path):
     assert sum(t["probability"] for t in result[0]["top"]) <= 1.0 + 1e-6
 
 
-def one_error_line(proc, pattern):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and pattern in lines[0], proc.stderr
-
-
 def test_missing_model(tmp_path):
     Image.fromarray(digit()).save(tmp_path / "d.png")
-    one_error_line(predict(tmp_path / "d.png", "--model", tmp_path / "none.npz"), "no such model file")
+    assert_clean_failure(predict(tmp_path / "d.png", "--model", tmp_path / "none.npz"), "no such model file")
 
 
 def test_not_an_image(model_path, tmp_path):
     (tmp_path / "x.png").write_text("I am not a PNG")
-    one_error_line(predict(tmp_path / "x.png", "--model", model_path), "x.png: not an image")
+    assert_clean_failure(predict(tmp_path / "x.png", "--model", model_path), "x.png: not an image")
 
 
 def test_empty_image(model_path, tmp_path):
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "blank.png")
-    one_error_line(predict(tmp_path / "blank.png", "--model", model_path), "blank.png: the image is empty")
+    assert_clean_failure(predict(tmp_path / "blank.png", "--model", model_path), "blank.png: the image is empty")
 
 
 def test_missing_image(model_path, tmp_path):
-    one_error_line(predict(tmp_path / "nope.png", "--model", model_path), "nope.png: no such file")
+    assert_clean_failure(predict(tmp_path / "nope.png", "--model", model_path), "nope.png: no such file")
+
+
+def test_one_bad_file_in_a_batch_the_good_ones_are_still_predicted(model_path, tmp_path):
+    Image.fromarray(digit()).save(tmp_path / "good1.png")
+    Image.fromarray(seven()).save(tmp_path / "good2.png")
+    (tmp_path / "bad.png").write_bytes(b"")
+    files = [tmp_path / "good1.png", tmp_path / "bad.png", tmp_path / "good2.png"]
+    out = predict(*files, "--model", model_path)
+    assert_clean_failure(out, "bad.png: not an image")
+    assert [line.split(": ")[0] for line in out.stdout.splitlines()] == [str(files[0]), str(files[2])]
+    out = predict(*files, tmp_path / "gone.png", "--model", model_path, "--json")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {files[1]}: not an image that can be read (cannot identify image file {str(files[1])!r}); "
+        "save it as PNG or JPEG", f"error: {tmp_path / 'gone.png'}: no such file; check the path"]
+    result = json.loads(out.stdout)
+    assert [r["image"] for r in result] == [*map(str, files), str(tmp_path / "gone.png")]
+    assert [len(r.get("top", [])) for r in result] == [3, 0, 3, 0]
+    assert result[1]["error"].startswith("not an image") and result[3]["error"] == "no such file; check the path"
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "two"])
+def test_top_must_be_at_least_one(top, model_path, tmp_path):
+    Image.fromarray(digit()).save(tmp_path / "d.png")
+    line = assert_clean_failure(predict(tmp_path / "d.png", "--model", model_path, "--top", top),
+                                "--top", "at least 1", repr(top))
+    assert line.startswith("error: argument --top")
+
+
+def test_top_beyond_the_classes_shows_them_all(model_path, tmp_path):
+    Image.fromarray(digit()).save(tmp_path / "d.png")
+    out = predict(tmp_path / "d.png", "--model", model_path, "--top", "50", "--json")
+    assert out.returncode == 0, out.stderr
+    assert sorted(t["class"] for t in json.loads(out.stdout)[0]["top"]) == [str(i) for i in range(10)]
+
+
+# --- size bombs: refused from the header, under a capped address space ------------------------
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory):
+    """Blank 1-bit PNGs, a few dozen KB each: one over Pillow's own bomb limit (its 400 MP would
+    raise DecompressionBombError), one under it that would need 1.3 GB as float64; and one
+    exactly at MAX_PIXELS with a 7 on it."""
+    folder = tmp_path_factory.mktemp("bombs")
+    for side in (20000, 13000):
+        Image.new("1", (side, side)).save(folder / f"big{side}.png")
+    width = 10000
+    height = MAX_PIXELS // width
+    largest = Image.new("1", (width, height), 1)
+    ImageDraw.Draw(largest).line([(2500, 2000), (7500, 2000), (4500, height - 1000)], fill=0, width=300)
+    largest.save(folder / "largest.png")
+    return folder
+
+
+@pytest.mark.parametrize("side", [20000, 13000])
+def test_a_size_bomb_is_refused_before_decoding(side, bombs, model_path):
+    out = predict(bombs / f"big{side}.png", "--model", model_path, memory=CAP)
+    assert_clean_failure(out, f"big{side}.png: {side}x{side} pixels", f"over the limit of {MAX_PIXELS // 10 ** 6} MP")
+    assert "DecompressionBomb" not in out.stderr
+
+
+def test_the_largest_allowed_image_is_predicted_under_the_cap(bombs, model_path, tmp_path):
+    Image.fromarray(digit()).save(tmp_path / "d.png")
+    out = predict(tmp_path / "d.png", bombs / "largest.png", "--model", model_path, memory=CAP)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 2
+
+
+def test_pillow_bomb_errors_while_decoding_are_one_clean_error(monkeypatch, tmp_path):
+    Image.fromarray(digit()).save(tmp_path / "d.png")
+
+    def bomb(img, in_place=False):
+        raise Image.DecompressionBombError("Image size (400000000 pixels) exceeds limit")
+
+    monkeypatch.setattr(images_module.ImageOps, "exif_transpose", bomb)
+    with pytest.raises(StageError, match="d.png: over Pillow's size limit"):
+        read_gray(tmp_path / "d.png")
