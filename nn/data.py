@@ -6,11 +6,18 @@ dim as a big-endian int32, then the data in C order.
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
 
 UINT8 = 0x08
+HEADER_MAX = 4 + 4 * 255  # the longest idx header: 255 dims
+
+# The largest idx file (header + data) this project takes: 1 GiB. MNIST's largest is
+# 47 MB, EMNIST's about 700 MB; a file - or a header declaring one - above it is refused
+# before its bytes are held (stages/fetch.py), as a damaged file or a decompression bomb.
+MAX_IDX_BYTES = 2 ** 30
 
 
 class IdxError(ValueError):
@@ -25,8 +32,9 @@ def to_idx(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array).tobytes()
 
 
-def from_idx(data: bytes, name: str = "idx data") -> np.ndarray:
-    """idx bytes -> uint8 array; IdxError naming `name` if the bytes do not fit the header."""
+def idx_header(data: bytes, name: str = "idx data") -> tuple[tuple[int, ...], int]:
+    """The header at the start of `data` -> (shape, its length in bytes); IdxError if none.
+    The whole file is that length + math.prod(shape) bytes (Python ints: no wrap-around)."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise IdxError(f"{name}: not an idx file (bad magic number {data[:4].hex() or 'empty'})")
     if data[2] != UINT8:
@@ -34,8 +42,13 @@ def from_idx(data: bytes, name: str = "idx data") -> np.ndarray:
     ndim = data[3]
     if ndim < 1 or len(data) < 4 + 4 * ndim:
         raise IdxError(f"{name}: idx header is truncated or has {ndim} dims")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    expected = 4 + 4 * ndim + int(np.prod(shape))
+    return struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim]), 4 + 4 * ndim
+
+
+def from_idx(data: bytes, name: str = "idx data") -> np.ndarray:
+    """idx bytes -> uint8 array; IdxError naming `name` if the bytes do not fit the header."""
+    shape, offset = idx_header(data, name)
+    expected = offset + math.prod(shape)
     if len(data) != expected:
         raise IdxError(f"{name}: header says shape {shape} ({expected} bytes) but the file has {len(data)} bytes")
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)

