@@ -10,6 +10,7 @@ New files get the usual permissions (0666 less the umask), as `open` gives.
 from __future__ import annotations
 
 import contextvars
+import errno
 import io
 import os
 import shutil
@@ -40,32 +41,43 @@ def _naming(exc: OSError, path: Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
-def _finish(commit: Callable[[], None], discard: Callable[[], None]) -> None:
+def _finish(commit: Callable[[], None], discard: Callable[[], None], path: Path, is_dir: bool) -> None:
     """Commit now, or hold the commit back for the enclosing all_or_none()."""
     held = _held.get()
     if held is None:
+        _check(path, is_dir)
         commit()
     else:
-        held.append((commit, discard))
+        held.append((commit, discard, path, is_dir))
+
+
+def _check(path: Path, is_dir: bool) -> None:
+    """What makes a rename fail, checked before any rename: a file where a folder goes, or the reverse."""
+    if path.exists() and path.is_dir() != is_dir:
+        raise (NotADirectoryError if is_dir else IsADirectoryError)(
+            errno.ENOTDIR if is_dir else errno.EISDIR, "Not a directory" if is_dir else "Is a directory", str(path))
 
 
 @contextmanager
 def all_or_none():
     """Hold back every atomic write made in the block; on success rename them all into place
-    (with SIGINT/SIGTERM/SIGHUP deferred for those few microseconds), on failure remove them."""
+    (with SIGINT/SIGTERM/SIGHUP deferred for those few microseconds), on failure remove them.
+    Every target is checked before the first rename, so none is renamed if one cannot be."""
     held: list = []
     token = _held.set(held)
     try:
         yield
+        for _, _, path, is_dir in held:
+            _check(path, is_dir)
     except BaseException:
-        for _, discard in held:
+        for _, discard, _, _ in held:
             discard()
         raise
     finally:
         _held.reset(token)
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
     try:
-        for commit, _ in held:
+        for commit, _, _, _ in held:
             commit()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -91,7 +103,7 @@ def atomic_file(path, mode: str = "wb"):
         if isinstance(exc, OSError) and exc.filename is None:  # e.g. ENOSPC from a write
             raise _naming(exc, path) from None
         raise
-    _finish(lambda: os.replace(tmp, path), lambda: Path(tmp).unlink(missing_ok=True))
+    _finish(lambda: os.replace(tmp, path), lambda: Path(tmp).unlink(missing_ok=True), path, False)
 
 
 @contextmanager
@@ -116,7 +128,7 @@ def atomic_dir(path):
         if old is not None:
             shutil.rmtree(old)
 
-    _finish(commit, lambda: shutil.rmtree(tmp, ignore_errors=True))
+    _finish(commit, lambda: shutil.rmtree(tmp, ignore_errors=True), path, True)
 
 
 def write_text(path, text: str) -> None:

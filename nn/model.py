@@ -77,6 +77,30 @@ def build_layer(cfg: dict) -> Layer:
     return LAYERS[kind](**cfg)
 
 
+def build_layers(spec: dict) -> tuple[list[Layer], tuple[int, ...]]:
+    """The layers of `spec`, each built for its input shape (nothing allocated) -> (layers, output shape)."""
+    layers = [build_layer(cfg) for cfg in spec["layers"]]
+    shape = tuple(spec["input_shape"])
+    for layer in layers:
+        shape = layer.build(shape)
+    return layers, shape
+
+
+def training_bytes(spec: dict, batch_size: int, state_copies: int, itemsize: int = 4) -> int:
+    """About the memory that training `spec` takes, before anything is allocated: the flat
+    parameters, their gradients, `state_copies` more buffers of that size (optimiser state,
+    the best epoch's weights), and per batch each layer's output, its gradient and a cached
+    input (a convolution's column matrix, kernel^2 x channels wide, counted twice)."""
+    layers, _ = build_layers(spec)
+    params = sum(math.prod(s) for layer in layers for s in layer.param_shapes.values())
+    per_sample = math.prod(spec["input_shape"])
+    for layer in layers:
+        per_sample += 3 * math.prod(layer.out_shape)
+        if isinstance(layer, Conv2D):
+            per_sample += 2 * math.prod(layer.out_shape[:2]) * layer.n_columns
+    return itemsize * (params * (2 + state_copies) + batch_size * per_sample)
+
+
 class Sequential:
     """forward / backward over a list of layers, with flat parameter storage.
 
@@ -84,20 +108,21 @@ class Sequential:
     predict_proba(raw: (N, *input_shape) uint8 or float) -> (N, C) host probabilities
     """
 
-    def __init__(self, spec: dict, backend: Backend = CPU, dtype=np.float32) -> None:
+    def __init__(self, spec: dict, backend: Backend = CPU, dtype=np.float32, max_params: int | None = None) -> None:
+        """Build the layers of `spec`; with `max_params`, refuse (ValueError) a spec that needs
+        more parameters than that before anything is allocated."""
         self.spec = spec
         self.backend, self.dtype = backend, np.dtype(dtype)
         self.input_shape = tuple(spec["input_shape"])
-        self.layers = [build_layer(cfg) for cfg in spec["layers"]]
+        self.layers, self.output_shape = build_layers(spec)
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Dropout):
                 layer.stream = i  # its own noise stream (nn/noise.py)
         self.normalize = spec.get("normalize", {"mean": 0.0, "std": 1.0})
         self.classes = spec.get("classes")
-        shape = self.input_shape
-        for layer in self.layers:
-            shape = layer.build(shape)
-        self.output_shape = shape
+        needed = sum(math.prod(s) for layer in self.layers for s in layer.param_shapes.values())
+        if max_params is not None and needed > max_params:
+            raise ValueError(f"the layers need {needed:,} parameters, more than the {max_params:,} allowed")
         self._layout()
         self._mark_input_grads()
 

@@ -9,6 +9,7 @@ Loading is strict: anything unexpected raises ValueError naming the key.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -28,6 +29,38 @@ def save(model: Sequential, path) -> None:
     write_npz(path, arrays)
 
 
+DTYPES = ("float32", "float64")
+
+
+def _array_sizes(npz, path) -> int:
+    """Check each array's .npy header against the bytes its zip entry holds (before
+    anything is allocated); return the total number of elements."""
+    total = 0
+    for name in npz.files:
+        info = npz.zip.getinfo(f"{name}.npy")
+        with npz.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(version,
+                                                                           np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+        count = math.prod(shape)
+        if count * dtype.itemsize > info.file_size:
+            raise ValueError(f"{path}: array '{name}' claims shape {shape} but holds {info.file_size} bytes")
+        total += count
+    return total
+
+
+def _check_spec(spec: dict, path) -> None:
+    norm = spec.get("normalize", {"mean": 0.0, "std": 1.0})
+    mean, std = (norm.get("mean"), norm.get("std")) if isinstance(norm, dict) else (None, None)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (mean, std)) \
+            or std <= 0:
+        raise ValueError(f"{path}: invalid model spec (normalize must be a finite mean and a std > 0, got {norm!r})")
+    classes = spec.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{path}: invalid model spec (classes must be a list of names)")
+
+
 def load(path, backend: Backend = CPU) -> Sequential:
     """Read a model written by `save`; raise ValueError on anything unexpected."""
     try:
@@ -35,12 +68,14 @@ def load(path, backend: Backend = CPU) -> Sequential:
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise ValueError("it holds a single array, not a model")
         with npz:
+            available = _array_sizes(npz, path)
             arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise ValueError(f"{path}: no such model file; run the train stage first (dvc repro)") from None
     except ValueError as exc:
-        raise ValueError(f"{path}: not a model file ({exc})") from None
-    except Exception as exc:  # BadZipFile, EOFError, OSError from a truncated/garbled file
+        message = str(exc)
+        raise ValueError(message if message.startswith(f"{path}: ") else f"{path}: not a model file ({exc})") from None
+    except Exception as exc:  # BadZipFile, EOFError, OSError, MemoryError from a truncated/garbled file
         raise ValueError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
     if SPEC_KEY not in arrays:
         raise ValueError(f"{path}: missing array '{SPEC_KEY}' (the model spec)")
@@ -51,11 +86,17 @@ def load(path, backend: Backend = CPU) -> Sequential:
     version = spec.pop("format", None) if isinstance(spec, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: unknown model format version {version!r} (this code reads {FORMAT_VERSION})")
-    dtype = np.dtype(spec.pop("dtype", "float32"))
+    dtype = spec.pop("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"{path}: invalid model spec (dtype {dtype!r} is not one of {', '.join(DTYPES)})")
+    _check_spec(spec, path)
     try:
-        model = Sequential(spec, backend=backend, dtype=dtype)
-    except (KeyError, TypeError, ValueError) as exc:
+        model = Sequential(spec, backend=backend, dtype=np.dtype(dtype), max_params=available)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path}: invalid model spec ({exc})") from None
+    if model.classes is not None and len(model.classes) != model.output_shape[-1]:
+        raise ValueError(f"{path}: invalid model spec ({len(model.classes)} class names for "
+                         f"{model.output_shape[-1]} outputs)")
     expected = {name: shape for name, (_, _, shape) in model.slices.items()}
     for name in sorted(set(arrays) - set(expected)):
         raise ValueError(f"{path}: unexpected array '{name}'")

@@ -131,6 +131,36 @@ def read_npz(path: Path, keys: tuple[str, ...], stage: str) -> dict[str, np.ndar
 
 
 def load_split(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A prepared split -> (x uint8 (N, H, W), y uint8 (N,), class names)."""
+    """A prepared split -> (x uint8 (N, H, W), y uint8 (N,), class names), checked against
+    what prepare writes: anything else is one StageError naming the file."""
     split = read_npz(path, ("x", "y", "classes"), "prepare")
-    return split["x"], split["y"], [str(c) for c in split["classes"]]
+    x, y, classes = split["x"], split["y"], split["classes"]
+
+    def bad(what: str) -> StageError:
+        return StageError(f"{path}: {what}; rerun the prepare stage (dvc repro)")
+
+    if classes.ndim != 1 or classes.dtype.kind != "U" or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise bad(f"'classes' must be two or more distinct names (got {classes.dtype} {classes.shape})")
+    if x.dtype != np.uint8 or x.ndim != 3 or 0 in x.shape[1:]:
+        raise bad(f"'x' must be uint8 images (N, H, W), not {x.dtype} {x.shape}")
+    if y.dtype != np.uint8 or y.shape != (len(x),):
+        raise bad(f"'y' must be {len(x)} uint8 labels, not {y.dtype} {y.shape}")
+    if len(y) == 0:
+        raise bad("it holds no images")
+    if y.max() >= len(classes):
+        raise bad(f"label {int(y.max())} is outside the {len(classes)} classes")
+    return x, y, [str(c) for c in classes]
+
+
+def check_model_fits(model, model_path: Path, x: np.ndarray, classes: list[str], data_path: Path) -> None:
+    """The model was trained for these classes and this input shape, or one StageError."""
+    if list(model.input_shape) != list(x.shape[1:]):
+        raise StageError(f"{model_path}: takes inputs of shape {tuple(model.input_shape)} but {data_path} holds "
+                         f"{tuple(x.shape[1:])}; retrain it on this data (dvc repro)")
+    if model.output_shape[-1] != len(classes):
+        raise StageError(f"{model_path}: predicts {model.output_shape[-1]} classes but {data_path} has "
+                         f"{len(classes)}; retrain it on this data (dvc repro)")
+    if model.classes is not None and list(model.classes) != classes:
+        shown = ", ".join(model.classes[:5]) + (", ..." if len(model.classes) > 5 else "")
+        raise StageError(f"{model_path}: trained for the classes {shown} ({len(model.classes)}), not those of "
+                         f"{data_path}; retrain it on this data (dvc repro)")

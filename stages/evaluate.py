@@ -21,6 +21,7 @@ from stages.common import (
     METRICS,
     MODEL,
     PREDICTIONS,
+    check_model_fits,
     load_split,
     log,
     run,
@@ -55,6 +56,7 @@ def main() -> None:
     pe = P.load("evaluate")["evaluate"]
     model = serialize.load(MODEL)
     x, y, classes = load_split(DATA_PREPARED / "test.npz")
+    check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")
     probs = model.predict_proba(x, batch_size=pe["batch_size"]).astype(np.float32)
     pred = probs.argmax(axis=1)
     metrics = score(y, probs, pred, classes)
@@ -67,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, memory_hint="lower evaluate.batch_size")

@@ -29,6 +29,7 @@ from stages.common import (  # noqa: E402
     PREDICTIONS,
     REPORT,
     StageError,
+    check_model_fits,
     load_split,
     log,
     read_json,
@@ -146,14 +147,44 @@ def report(model, metrics: dict, history: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def check_history(history) -> list[dict]:
+    """reports/train/history.json as train writes it: one record of numbers per epoch."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(history, list) or not history:
+        raise StageError(f"{HISTORY}: must be a list with one record per epoch; rerun the train stage (dvc repro)")
+    for i, record in enumerate(history):
+        if not isinstance(record, dict) or not all(number(record.get(k)) for k in HISTORY_KEYS):
+            raise StageError(f"{HISTORY}: record {i} must have the numbers {', '.join(HISTORY_KEYS)}; "
+                             "rerun the train stage (dvc repro)")
+    return history
+
+
+def check_metrics(metrics, classes: list[str]) -> dict:
+    """reports/metrics.json as evaluate writes it, for these classes."""
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    keys = ("accuracy", "loss", "macro_f1", "top3_accuracy", "errors", "samples")
+    per_class = metrics.get("per_class") if isinstance(test, dict) else None
+    if not (isinstance(test, dict) and all(isinstance(test.get(k), (int, float)) for k in keys)
+            and isinstance(per_class, dict) and list(per_class) == classes):
+        raise StageError(f"{METRICS}: not the metrics of this test split; rerun the evaluate stage (dvc repro)")
+    return metrics
+
+
 def main() -> None:
     pp = P.load("plots")["plots"]
     x, y, classes = load_split(DATA_PREPARED / "test.npz")
     probs = read_npz(PREDICTIONS, ("probs",), "evaluate")["probs"]
-    if probs.shape != (len(y), len(classes)):
-        raise StageError(f"{PREDICTIONS}: shape {probs.shape} does not match the test split; rerun evaluate")
-    history, metrics = read_json(HISTORY), read_json(METRICS)
+    if probs.shape != (len(y), len(classes)) or probs.dtype.kind != "f" or not np.isfinite(probs).all():
+        raise StageError(f"{PREDICTIONS}: not finite probabilities of shape {(len(y), len(classes))} for the test "
+                         f"split (got {probs.dtype} {probs.shape}); rerun evaluate (dvc repro)")
+    history, metrics = check_history(read_json(HISTORY)), check_metrics(read_json(METRICS), classes)
     model = serialize.load(MODEL)
+    check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")
     dpi, rng = pp["dpi"], np.random.default_rng(pp["seed"])
     save(predictions_figure(x, y, probs, classes, pp["samples"], rng), "predictions.png", dpi)
     save(misclassified_figure(x, y, probs, classes, pp["misclassified"]), "misclassified.png", dpi)

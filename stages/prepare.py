@@ -10,22 +10,43 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from nn.atomic import write_npz
-from nn.data import from_idx
+from nn.data import MAX_IDX_BYTES, from_idx
 from stages import params as P
 from stages.common import DATA_PREPARED, DATA_RAW, StageError, log, read_json, run
 
 
+def read_idx(path) -> np.ndarray:
+    """One idx file of data/raw, refused from its size before it is read when over the cap."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_IDX_BYTES:
+            raise StageError(f"{path}: {size} bytes, over the {MAX_IDX_BYTES >> 30} GiB cap for one idx file; "
+                             "rerun the fetch stage (dvc repro)")
+        return from_idx(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        raise StageError(f"{path}: not found; run the fetch stage first (dvc repro)") from None
+
+
+def read_classes(path) -> np.ndarray:
+    """The class names of data/raw/dataset.json: two or more distinct, non-empty strings."""
+    meta = read_json(path)
+    classes = meta.get("classes") if isinstance(meta, dict) else None
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise StageError(f"{path}: 'classes' must be a list of two or more distinct names; "
+                         "rerun the fetch stage (dvc repro)")
+    return np.array(classes)
+
+
 def read_pair(raw, images: str, labels: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Two idx files -> (x (N, H, W), y (N,)), checked against each other."""
-    try:
-        x = from_idx((raw / images).read_bytes(), str(raw / images))
-        y = from_idx((raw / labels).read_bytes(), str(raw / labels))
-    except FileNotFoundError as exc:
-        raise StageError(f"{exc.filename}: not found; run the fetch stage first (dvc repro)") from None
+    x, y = read_idx(raw / images), read_idx(raw / labels)
     if x.ndim != 3:
         raise StageError(f"{raw / images}: expected images (N, H, W), got shape {x.shape}")
     if y.ndim != 1:
         raise StageError(f"{raw / labels}: expected labels (N,), got shape {y.shape}")
+    if 0 in x.shape:
+        raise StageError(f"{raw / images}: holds no images (shape {x.shape}); rerun the fetch stage (dvc repro)")
     if len(x) != len(y):
         raise StageError(f"{raw / labels}: {len(y)} labels for {len(x)} images in {raw / images}")
     if len(y) and y.max() >= n_classes:
@@ -48,8 +69,7 @@ def split(x, y, val_size, seed: int):
 
 def main() -> None:
     p = P.load("prepare")["prepare"]
-    meta = read_json(DATA_RAW / "dataset.json")
-    classes = np.array(meta["classes"])
+    classes = read_classes(DATA_RAW / "dataset.json")
     x, y = read_pair(DATA_RAW, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", len(classes))
     x_test, y_test = read_pair(DATA_RAW, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", len(classes))
     if x.shape[1:] != x_test.shape[1:]:

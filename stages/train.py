@@ -9,14 +9,17 @@ dvc.lock does not change with it and no stage reads it).
 from __future__ import annotations
 
 import math
+import os
+import resource
 import statistics
+from pathlib import Path
 
 import numpy as np
 
 from nn import serialize
 from nn.backend import BackendError, select
 from nn.losses import SoftmaxCrossEntropy
-from nn.model import Sequential, cnn_spec, mlp_spec
+from nn.model import Sequential, cnn_spec, mlp_spec, training_bytes
 from nn.optim import OPTIMIZERS, SCHEDULES
 from nn.train import DivergenceError, FitOptions, fit
 from stages import params as P
@@ -30,6 +33,10 @@ def model_spec(pm, input_shape, classes, x_train) -> dict:
     if kind == "cnn":
         if activation != "relu":
             raise StageError(f"params.yaml: model.activation {activation!r}: the cnn uses relu; set it to relu")
+        side = min(input_shape[:2])
+        if side >> len(channels) < 1:  # each block halves the image (rounding down)
+            raise StageError(f"params.yaml: model.channels has {len(channels)} conv blocks, but {side}-pixel images "
+                             f"allow at most {side.bit_length() - 1} (each halves the image); use fewer")
         spec = cnn_spec(input_shape, channels, hidden, dropout, len(classes))
     else:
         spec = mlp_spec(input_shape, hidden, activation, dropout, len(classes))
@@ -38,6 +45,29 @@ def model_spec(pm, input_shape, classes, x_train) -> dict:
     spec["normalize"] = {"mean": round(float(x_train.mean()), 6), "std": round(std, 6)}
     spec["classes"] = list(classes)
     return spec
+
+
+def machine_memory() -> int:
+    """Bytes this process may still use: the physical memory, or less under an address-space limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        try:  # what the process already maps counts against the limit
+            used = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            used = 0
+        total = min(total, soft - used)
+    return total
+
+
+def check_memory(spec: dict, pm, pt) -> None:
+    """Refuse, before anything is allocated, a network that cannot be trained in this machine's memory."""
+    copies = {"sgd": 1, "adam": 2, "adamw": 2}[pt["optimizer"]] + (1 if pt["patience"] else 0)
+    need, have = training_bytes(spec, pt["batch_size"], copies), machine_memory()
+    if need > have:
+        keys = "model.channels, model.hidden" if pm["kind"] == "cnn" else "model.hidden"
+        raise StageError(f"params.yaml: {keys} and train.batch_size ask for about {need / 2 ** 30:.1f} GiB to train, "
+                         f"more than the {max(have, 0) / 2 ** 30:.1f} GiB available; use a smaller network or batch")
 
 
 def make_optimizer(pt, model: Sequential):
@@ -71,6 +101,7 @@ def main() -> None:
     spec = model_spec(pm, x_train.shape[1:], classes, x_train)
     spec["training"] = {k: pt[k] for k in ("optimizer", "lr", "epochs", "batch_size", "schedule", "weight_decay",
                                             "shift", "label_smoothing", "seed")}
+    check_memory(spec, pm, pt)
     model = Sequential(spec, backend=backend)
     model.init_params(rng)
     log.info("model:\n%s", model.summary())
@@ -97,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, memory_hint="use a smaller network (model.hidden, model.channels) or train.batch_size")
