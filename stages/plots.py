@@ -1,7 +1,8 @@
 """plots: the pictures and the one-page report.
 
--> reports/figures/{predictions,misclassified,confusion_matrix,training_curves}.png
-and reports/report.md. PNGs carry no timestamp or version metadata, so a rerun
+-> reports/figures/{predictions,misclassified,confusion_matrix,training_curves}.png,
+reports/report.md, and reports/train/history.json (the training history the model
+carries, for `dvc plots`). PNGs carry no timestamp or version metadata, so a rerun
 gives the same bytes.
 """
 
@@ -35,6 +36,7 @@ from stages.common import (  # noqa: E402
     read_json,
     read_npz,
     run,
+    write_json,
 )
 
 OK, BAD = "#1a7f37", "#cf222e"
@@ -151,16 +153,17 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def check_history(history) -> list[dict]:
-    """reports/train/history.json as train writes it: one record of numbers per epoch."""
+    """The training history inside the model, as train writes it: one record of numbers per epoch."""
     def number(v) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
     if not isinstance(history, list) or not history:
-        raise StageError(f"{HISTORY}: must be a list with one record per epoch; rerun the train stage (dvc repro)")
+        raise StageError(f"{MODEL}: its training history must be a list with one record per epoch; "
+                         "rerun the train stage (dvc repro)")
     for i, record in enumerate(history):
         if not isinstance(record, dict) or not all(number(record.get(k)) for k in HISTORY_KEYS):
-            raise StageError(f"{HISTORY}: record {i} must have the numbers {', '.join(HISTORY_KEYS)}; "
-                             "rerun the train stage (dvc repro)")
+            raise StageError(f"{MODEL}: record {i} of its training history must have the numbers "
+                             f"{', '.join(HISTORY_KEYS)}; rerun the train stage (dvc repro)")
     return history
 
 
@@ -182,9 +185,11 @@ def main() -> None:
     if probs.shape != (len(y), len(classes)) or probs.dtype.kind != "f" or not np.isfinite(probs).all():
         raise StageError(f"{PREDICTIONS}: not finite probabilities of shape {(len(y), len(classes))} for the test "
                          f"split (got {probs.dtype} {probs.shape}); rerun evaluate (dvc repro)")
-    history, metrics = check_history(read_json(HISTORY)), check_metrics(read_json(METRICS), classes)
+    metrics = check_metrics(read_json(METRICS), classes)
     model = serialize.load(MODEL)
     check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")
+    history = check_history(model.spec.get("history"))
+    write_json(HISTORY, history)
     dpi, rng = pp["dpi"], np.random.default_rng(pp["seed"])
     save(predictions_figure(x, y, probs, classes, pp["samples"], rng), "predictions.png", dpi)
     save(misclassified_figure(x, y, probs, classes, pp["misclassified"]), "misclassified.png", dpi)

@@ -1,7 +1,9 @@
 """train: fit the network on data/prepared/train.npz, validating on val.npz.
 
--> models/model.npz, reports/train/history.json (one record per epoch, no
-timings, so it is reproducible to the byte) and reports/train/timing.json
+-> models/model.npz, with the training history inside it (one record per epoch,
+no timings, so it is reproducible to the byte; the plots stage writes it out as
+reports/train/history.json) - the stage's only output, so DVC's run cache can
+restore a whole training run from a remote - and reports/train/timing.json
 (seconds and throughput: a top-level metric in dvc.yaml, not a stage output, so
 dvc.lock does not change with it and no stage reads it).
 """
@@ -23,7 +25,7 @@ from nn.model import Sequential, cnn_spec, mlp_spec, training_bytes
 from nn.optim import OPTIMIZERS, SCHEDULES
 from nn.train import DivergenceError, FitOptions, fit
 from stages import params as P
-from stages.common import DATA_PREPARED, HISTORY, MODEL, TIMING, StageError, load_split, log, run, write_json
+from stages.common import DATA_PREPARED, MODEL, TIMING, StageError, load_split, log, run, write_json
 
 
 def model_spec(pm, input_shape, classes, x_train) -> dict:
@@ -114,10 +116,10 @@ def main() -> None:
                       x_val, y_val, opts, rng, loss_fn=loss_fn, log=log)
     except DivergenceError as exc:
         raise StageError(f"params.yaml: train.lr = {pt['lr']}: {exc}; no model was written") from None
-    serialize.save(model, MODEL)
     seconds = [r.pop("seconds") for r in history]
     total, per_epoch = sum(seconds), statistics.median(seconds)
-    write_json(HISTORY, history)
+    model.spec["history"] = history  # the model carries its training record (plots writes it out)
+    serialize.save(model, MODEL)
     write_json(TIMING, {
         "backend": backend.name, "device": backend.device_name, "epochs_run": len(history),
         "seconds": round(total, 3), "seconds_per_epoch": round(per_epoch, 4),

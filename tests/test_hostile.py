@@ -170,16 +170,16 @@ def test_idx_header_past_2_to_the_64(project):
     fails_cleanly(project, "prepare", "data/raw/train-images-idx3-ubyte", "header says shape (4294967295")
 
 
-@pytest.mark.parametrize("content,pattern", [
-    ("[]", "must be a list with one record per epoch"),
-    ("{}", "must be a list with one record per epoch"),
-    ('[{"epoch": 1}]', "record 0 must have the numbers epoch, lr"),
-    ('[{"epoch": 1, "lr": 0.1, "train_loss": NaN, "train_acc": 1, "val_loss": 1, "val_acc": 1}]', "record 0"),
-    ("", "not valid JSON"),
+@pytest.mark.parametrize("history,pattern", [
+    ([], "its training history must be a list with one record per epoch"),
+    ({}, "its training history must be a list"),
+    (None, "its training history must be a list"),
+    ([{"epoch": 1}], "record 0 of its training history must have the numbers epoch, lr"),
+    ([{"epoch": 1, "lr": 0.1, "train_loss": float("nan"), "train_acc": 1, "val_loss": 1, "val_acc": 1}], "record 0"),
 ])
-def test_damaged_history_given_to_plots(project, content, pattern):
-    (project.path / "reports/train/history.json").write_text(content)
-    fails_cleanly(project, "plots", "reports/train/history.json", pattern, damaged=["reports/train/history.json"])
+def test_damaged_history_inside_the_model(project, history, pattern):
+    edit_spec(project, lambda s: s.update(history=history))
+    fails_cleanly(project, "plots", "models/model.npz", pattern, damaged=["models/model.npz"])
 
 
 @pytest.mark.parametrize("rel,write,pattern", [

@@ -85,19 +85,26 @@ def test_a_train_that_fails_under_dvc_keeps_the_previous_outputs(done, tmp_path)
     assert project.repro() == ["train", "evaluate", "plots"]
 
 
-def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_path):
-    """The stage's own copy is of another run (here: removed): the model comes from DVC's cache;
-    a git-tracked report DVC holds no copy of is reported, not invented."""
-    project = Project(tmp_path / "c", like=done)
-    before = snapshot(project)
+@pytest.mark.parametrize("stage,key,lost", [
+    ("evaluate", "evaluate.batch_size", []),  # every output is in DVC's cache (metrics and plots via the run cache)
+    # plots has a plain git-tracked output (report.md), so DVC records none of its runs: no copy of any
+    ("plots", "plots.dpi", ["reports/report.md", "reports/figures", "reports/train/history.json"]),
+])
+def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_path, stage, key, lost):
+    """The stage's own copy is of another run (here: removed): outputs come from DVC's cache, md5-checked;
+    one DVC holds no copy of is reported, not invented."""
     import shutil
 
-    shutil.rmtree(project.path / ".dvc/tmp/outputs/train")
-    project.set("train.lr", -1)
-    proc = project.dvc("repro", "train", check=False)
+    project = Project(tmp_path / "c", like=done)
+    before = snapshot(project)
+    shutil.rmtree(project.path / ".dvc/tmp/outputs" / stage)
+    project.set(key, -1)
+    proc = project.dvc("repro", stage, check=False)
     assert proc.returncode != 0
-    assert project.read("models/model.npz") == before["models/model.npz"]
-    assert "reports/train/history.json: no copy" in proc.stdout + proc.stderr
+    after = {rel: project.read(rel) for rel in OUTPUTS if (project.path / rel).exists()}
+    assert after == {rel: b for rel, b in before.items() if not rel.startswith(tuple(lost))}
+    for rel in lost:
+        assert f"{rel}: no copy of the version dvc.lock records" in proc.stdout + proc.stderr
 
 
 def test_a_stage_that_cannot_write_one_output_changes_none(done, tmp_path):
