@@ -61,11 +61,12 @@ def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    ap = argparse.ArgumentParser(prog="python benchmarks/layer_times.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"), help="mlp (default) or cnn")
+    ap.add_argument("--steps", type=int, default=100, help="steps timed (default 100)")
+    ap.add_argument("--warmup", type=int, default=10, help="steps run first and not timed (default 10)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu (default) or gpu")
     args = ap.parse_args(argv)
     times = step_times(args.net, args.steps, args.warmup, args.device)
     rows: dict[str, dict[str, float]] = defaultdict(dict)

@@ -25,8 +25,17 @@ ratios to PyTorch are medians of epoch-by-epoch ratios. The first epoch of each 
 dropped as warm-up. The matrix-product peak is measured in the same run (a 2048^3
 sgemm on the CPU; an 8192^3 fp32 product timed with CUDA events on a GPU). Data:
 the pipeline's data/prepared/{train,test}.npz when present (then test accuracy is
-real), else random MNIST-sized data. Writes benchmarks/results/<net>_<device>.{md,json}.
-Run by hand; it is not a test.
+real), else random MNIST-sized data. Run by hand; it is not a test.
+
+Writes the table and the JSON (every epoch's time) to benchmarks/results/scratch/
+<net>_<device>.{md,json} (git-ignored), and says where; --update replaces the committed
+benchmarks/results/<net>_<device>.{md,json} instead, --out PATH writes PATH.{md,json}.
+
+PyTorch is optional: without it its contenders are skipped, and said so. For the CPU,
+PyTorch's CPU-only wheel (no CUDA libraries):
+    pip install torch --index-url https://download.pytorch.org/whl/cpu
+for a GPU, PyPI's wheel, which brings its CUDA libraries (the `bench` extra):
+    pip install -c constraints.txt -e ".[bench]"
 """
 
 from __future__ import annotations
@@ -418,20 +427,32 @@ def device_name(device: str) -> str:
     return select("gpu").device_name
 
 
+COMMITTED = ROOT / "benchmarks" / "results"
+SCRATCH = COMMITTED / "scratch"
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=11, help="per contender; the first is dropped as warm-up")
-    ap.add_argument("--only", nargs="*", choices=sorted({c for cs in CONTENDERS.values() for c in cs}))
-    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
-    ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"))
+    ap = argparse.ArgumentParser(prog="python benchmarks/mlp_epoch.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    known = sorted({c for cs in CONTENDERS.values() for c in cs})
+    ap.add_argument("--epochs", type=int, default=11,
+                    help="epochs per contender (default 11); the first is dropped as warm-up")
+    ap.add_argument("--only", nargs="*", choices=known, metavar="NAME",
+                    help=f"the contenders to run (default all of the device's): {', '.join(known)}")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu (default) or gpu")
+    ap.add_argument("--net", default="mlp", choices=("mlp", "cnn"), help="mlp (default) or cnn")
     ap.add_argument("--pause", type=float, default=0.25,
-                    help="seconds between two contenders' epochs, for the last one's thread pool to go idle")
-    ap.add_argument("--out", help="report path without suffix (default benchmarks/results/<net>_<device>)")
+                    help="seconds between two contenders' epochs, for the last one's thread pool to go idle "
+                         "(default 0.25)")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--out", help="report path without suffix (default benchmarks/results/scratch/<net>_<device>)")
+    where.add_argument("--update", action="store_true",
+                       help="replace the committed benchmarks/results/<net>_<device>.{md,json}")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return child(args.child, args.device, args.net)
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.net}_{args.device}")
+    out = report_path(args.out, args.update, args.net, args.device)
     recipe = RECIPES[args.device][args.net]
 
     source = data_source()
@@ -462,6 +483,14 @@ def main(argv=None):
             "pause_s": args.pause, "gemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device,
             "references": list(REFERENCES[args.device])}
     write_report(out, meta, rows)
+
+
+def report_path(out: str | None, update: bool, net: str, device: str) -> Path:
+    """Where the report goes (without suffix): --out, else the committed results with
+    --update, else the git-ignored scratch folder."""
+    if out:
+        return Path(out)
+    return (COMMITTED if update else SCRATCH) / f"{net}_{device}"
 
 
 def runnable(name: str, net: str) -> bool:
@@ -519,6 +548,10 @@ def write_report(out: Path, meta: dict, rows: list[dict]) -> None:
                      f"{100 * r['test_accuracy']:.2f} % | {r['peak_rss_mib']:.0f} |" + memory)
     (out.parent / f"{out.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    shown = out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out
+    note = (" (scratch, git-ignored; --update replaces the committed tables)"
+            if out.resolve().parent == SCRATCH.resolve() else "")
+    print(f"\nwrote {shown}.md and {shown}.json{note}")
 
 
 if __name__ == "__main__":

@@ -216,9 +216,13 @@ class Sequential:
         return self.predict_proba(raw, batch_size).argmax(axis=1)
 
     def summary(self) -> str:
-        rows = [f"{'layer':<34}{'output':>16}{'params':>12}"]
+        """A table of the layers: name and settings, output shape, parameter count; columns
+        as wide as their longest entry, so every row has the same width."""
+        rows = [("layer", "output", "params")]
         for layer in self.layers:
             count = sum(math.prod(s) for s in layer.param_shapes.values())
-            rows.append(f"{layer.describe():<34}{str(layer.out_shape):>16}{count:>12,}")
-        rows.append(f"{'total':<34}{'':>16}{self.n_params:>12,}")
+            rows.append((layer.describe(), str(layer.out_shape), f"{count:,}"))
+        rows.append(("total", "", f"{self.n_params:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        rows = [f"{name:<{widths[0]}}  {shape:>{widths[1]}}  {count:>{widths[2]}}" for name, shape, count in rows]
         return "\n".join(rows)

@@ -118,7 +118,8 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
                     wait += 1
                     if wait >= opts.patience:
                         if log:
-                            log.info("early stop: val loss has not improved for %d epochs", wait)
+                            log.info("early stop: val loss has not improved for %d epoch%s", wait,
+                                     "s" * (wait != 1))
                         break
         if best_params is not None:
             model.params_flat[...] = best_params

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import errno
 import json
@@ -9,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,8 +65,78 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {reason}" + (f"; {hint}" if hint else "")
 
 
-def run(main: Callable[[], None], memory_hint: str = "") -> None:
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported as the project's one `error:` line (exit 2)
+    and the module docstring shown as written (its lists and examples keep their lines)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+class _Prefixed(logging.Formatter):
+    """Every line of a log message starts with the command's name (`train: ...`), the lines of
+    a multi-line message (the model's summary) too."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(f"{self.name}: {line}" for line in super().format(record).splitlines() or [""])
+
+
+def command_name(module: dict) -> str:
+    """'train' for the globals of stages.train, however it is run: `python -m stages.train`
+    (its __name__ is then '__main__'), runpy, or `python stages/train.py`."""
+    spec = module.get("__spec__")
+    name = spec.name if spec is not None else module.get("__name__", "__main__")
+    if name == "__main__":
+        name = Path(module.get("__file__") or "stage").stem
+    return name.rpartition(".")[2]
+
+
+def _stage_epilog(name: str) -> str:
+    """What --help says about a stage beyond its docstring: its params sections, inputs and
+    outputs, from its entry in dvc.yaml (the one place they are declared)."""
+    entry = outputs.spec(name)
+    sections = list(dict.fromkeys(str(key).split(".")[0] for key in entry.get("params") or []))
+    inputs = [str(dep) for dep in entry.get("deps") or [] if not str(dep).endswith(".py")]
+    made = [str(path) for path in outputs.declared(name)]
+    settings = (f": its settings are the {' and '.join(sections)} section{'s' * (len(sections) > 1)} of params.yaml"
+                if sections else "")
+    said = [f"Takes no arguments{settings}."]
+    if inputs:
+        said.append(f"Reads {', '.join(inputs)}.")
+    if made:
+        said.append(f"Writes {', '.join(made)}.")
+    if entry:
+        said.append(f"Run it with `dvc repro {name}` (which first reruns the stages before it whose inputs "
+                    f"changed) or `dvc repro` for the whole pipeline; `dvc params diff` shows which settings "
+                    f"changed since the last commit.")
+    else:
+        said.append("Run it from the project's root, as `dvc repro` does.")
+    return textwrap.fill(" ".join(said), width=88)
+
+
+def _parse(module: dict, name: str, parser: argparse.ArgumentParser | None) -> argparse.Namespace:
+    """The command line: `parser`'s arguments, or - for a stage - none but --help."""
+    if parser is None:
+        parser = Parser(prog=f"python -m stages.{name}", description=(module.get("__doc__") or "").strip(),
+                        epilog=_stage_epilog(name))
+    return parser.parse_args(sys.argv[1:])
+
+
+def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.ArgumentParser | None = None) -> None:
     """Run a stage's main(): log to stderr; expected errors -> one line, exit 1.
+
+    The command line is read first: a stage takes no arguments but --help (its module
+    docstring and what dvc.yaml says it reads and writes); a command with arguments
+    passes its `parser` and gets main(args). A usage mistake is one `error:` line, exit
+    2, and nothing runs. Each log line starts with the command's name (`train: ...`).
 
     Expected errors are StageError, ValueError (bad params, bad files: the nn
     loaders raise it), OSError (a disk or permission problem: the line names the
@@ -74,7 +146,12 @@ def run(main: Callable[[], None], memory_hint: str = "") -> None:
     `dvc repro`, which deletes the outputs before the run, a failed run puts the
     previous ones back (stages/outputs.py).
     """
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    module = main.__globals__  # the stage module's namespace, even when runpy runs it
+    name = command_name(module)
+    args = _parse(module, name, parser)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Prefixed(name))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     log.info("bits: %s", pins.describe())
     stage = os.environ.get("DVC_STAGE", "")  # set by dvc for the command of the stage it runs
     for signum in STOPS:
@@ -83,7 +160,10 @@ def run(main: Callable[[], None], memory_hint: str = "") -> None:
         _die_with_parent()
     try:
         with all_or_none():
-            main()
+            if parser is None:
+                main()
+            else:
+                main(args)
     except BaseException as exc:
         for signum in STOPS:  # a second Ctrl-C or kill must not cut the clean-up short
             signal.signal(signum, signal.SIG_IGN)

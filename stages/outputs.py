@@ -29,15 +29,21 @@ import yaml
 KEPT = Path(".dvc/tmp/outputs")
 
 
+def spec(stage: str) -> dict:
+    """dvc.yaml's entry for `stage` (cmd, deps, params, outs, ...), or {} where there is none."""
+    try:
+        entry = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][stage]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
 def declared(stage: str) -> list[Path]:
     """The outputs dvc.yaml declares for `stage` (outs, metrics, plots)."""
-    try:
-        spec = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][stage]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return []
+    entries = spec(stage)
     paths = []
     for kind in ("outs", "metrics", "plots"):
-        for entry in spec.get(kind) or []:
+        for entry in entries.get(kind) or []:
             paths.append(Path(next(iter(entry)) if isinstance(entry, dict) else entry))
     return paths
 

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from nn import serialize
-from stages.common import MODEL, StageError, run
+from stages.common import MODEL, Parser, StageError, run
 from stages.images import read_gray
 
 INK = 0.15  # a pixel is ink when it stands out by this fraction of the strongest ink...
@@ -144,13 +144,6 @@ def to_input(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 # --- the command -----------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with a usage mistake reported as the project's one `error:` line."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def _count(text: str) -> int:
     try:
         n = int(text)
@@ -182,13 +175,25 @@ def classify(paths: list[Path], model, top: int) -> list[dict]:
     return results
 
 
-def main(argv=None) -> None:
-    ap = _Parser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
-    ap.add_argument("images", nargs="+", type=Path, help="image files: PNG, JPEG, GIF, TIFF, BMP, WebP, ...")
-    ap.add_argument("--model", type=Path, default=MODEL, help=f"the model file (default {MODEL})")
+def parser() -> Parser:
+    """predict's command line."""
+    ap = Parser(prog="python -m stages.predict", description=__doc__.strip(),
+                epilog=f"The model is the pipeline's: run `dvc repro` first to make {MODEL}.")
+    ap.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                    help="image files: PNG, JPEG, GIF, TIFF, BMP, WebP, ...")
+    ap.add_argument("--model", type=Path, default=MODEL, metavar="FILE", help=f"the model file (default {MODEL})")
     ap.add_argument("--json", action="store_true", help="print JSON for scripts")
-    ap.add_argument("--top", type=_count, default=3, help="how many classes to show (default 3; at most all of them)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--top", type=_count, default=3, metavar="N",
+                    help="how many classes to show (default 3; at most all of them)")
+    return ap
+
+
+def main(argv=None) -> None:
+    """The command, from its arguments (default sys.argv[1:])."""
+    predict(parser().parse_args(argv))
+
+
+def predict(args: argparse.Namespace) -> None:
     model = serialize.load(args.model)
     if len(model.input_shape) != 2:
         raise StageError(f"{args.model}: expects inputs of shape {model.input_shape}, not 2-D images")
@@ -205,4 +210,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(predict, parser=parser())

@@ -76,8 +76,9 @@ def main() -> None:
         raise StageError(f"{DATA_RAW}: train images are {x.shape[1:]} but test images are {x_test.shape[1:]}")
     x_train, x_val, y_train, y_val = split(x, y, p["val_size"], p["seed"])
     for name, (xs, ys) in {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}.items():
-        write_npz(DATA_PREPARED / f"{name}.npz", {"x": xs, "y": ys, "classes": classes})
-        log.info("%s: %d images of %s", name, len(ys), "x".join(map(str, xs.shape[1:])))
+        path = DATA_PREPARED / f"{name}.npz"
+        write_npz(path, {"x": xs, "y": ys, "classes": classes})
+        log.info("wrote the %s split: %d images of %s to %s", name, len(ys), "x".join(map(str, xs.shape[1:])), path)
 
 
 if __name__ == "__main__":

@@ -125,8 +125,8 @@ def main() -> None:
         "seconds": round(total, 3), "seconds_per_epoch": round(per_epoch, 4),
         "samples_per_second": round(len(x_train) / per_epoch),
     })
-    log.info("trained %d parameters for %d epochs in %.1fs (%s); val acc %.4f",
-             model.n_params, len(history), total, backend.describe(), history[-1]["val_acc"])
+    log.info("trained %s parameters for %d epoch%s in %.1f s (%s); val acc %.4f", f"{model.n_params:,}",
+             len(history), "s" * (len(history) != 1), total, backend.describe(), history[-1]["val_acc"])
 
 
 if __name__ == "__main__":
