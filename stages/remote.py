@@ -1,0 +1,94 @@
+"""remote: check that a DVC remote can be used, in one line (not a DVC stage).
+
+    python -m stages.remote            # the default remote (.dvc/config, or config.local)
+    python -m stages.remote team       # a remote by name
+
+It lists the remote's storage through DVC itself (the same client `dvc push`
+uses) and says, naming the remote, what stands in the way: an endpoint that does
+not answer, a bucket that does not exist, credentials the store refuses, access
+denied. `dvc push` and `dvc pull` say the same things in DVC's words, naming the
+bucket but not the remote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from stages.common import Parser, StageError, run
+
+# (words in the error DVC's file system raises, the cause in plain words, what to do)
+CAUSES = [
+    (("could not connect", "connection refused", "name or service not known", "timed out"),
+     "the endpoint does not answer", "check endpointurl (dvc remote modify --local NAME endpointurl URL)"),
+    (("nosuchbucket", "bucket does not exist"),
+     "the bucket does not exist", "create it, or fix the url (dvc remote modify --local NAME url s3://BUCKET/PATH)"),
+    (("invalidaccesskeyid", "signaturedoesnotmatch", "unable to locate credentials", "invalid credentials",
+      "expiredtoken", "access key id you provided does not exist", "signature we calculated does not match",
+      "security token included in the request is invalid"),
+     "the store refuses the credentials", "set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the remote's "
+     "access_key_id / secret_access_key (--local)"),
+    (("accessdenied", "access denied", "forbidden", "permission denied"),
+     "access is denied", "ask for read and write access to the bucket, or fix the credentials"),
+]
+
+
+def describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    for words, cause, todo in CAUSES:
+        if any(w in text.lower() for w in words):
+            return f"{cause} ({str(exc).splitlines()[0][:160]}); {todo}"
+    return f"{str(exc).splitlines()[0][:200] or type(exc).__name__}"
+
+
+def check(name: str | None) -> str:
+    """List the remote `name` (or the default one) -> a one-line description, or StageError."""
+    from dvc.config import NoRemoteError, RemoteNotFoundError
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(".")
+    except Exception as exc:  # not a DVC repository, a broken config
+        raise StageError(f"not a usable DVC project here ({describe(exc)}); run from the project root") from None
+    with repo:
+        name = name or repo.config["core"].get("remote")
+        if not name:
+            raise StageError(".dvc/config: no default remote; add one with dvc remote add -d NAME URL")
+        try:
+            odb = repo.cloud.get_remote_odb(name)
+        except (NoRemoteError, RemoteNotFoundError) as exc:
+            raise StageError(f"remote '{name}': {exc}") from None
+        url = repo.config["remote"][name]["url"]
+        bucket = odb.path.split("/")[0] if odb.fs.protocol != "local" else None
+        try:
+            if bucket:
+                try:
+                    odb.fs.ls(bucket)  # raises what stands in the way (exists() would just say False)
+                except FileNotFoundError:
+                    raise StageError(f"remote '{name}' ({url}): the bucket '{bucket}' does not exist; create it, "
+                                     "or fix the url (dvc remote modify --local NAME url s3://BUCKET/PATH)") from None
+            exists = odb.fs.exists(odb.path)
+            if exists:
+                odb.fs.ls(odb.path)
+        except StageError:
+            raise
+        except Exception as exc:  # the file system's own errors: botocore, aiohttp, OSError
+            raise StageError(f"remote '{name}' ({url}): {describe(exc)}") from None
+    return f"remote '{name}' ({url}): reachable" + ("" if exists else " (empty: the first dvc push fills it)")
+
+
+def parser() -> Parser:
+    p = Parser(prog="python -m stages.remote", description=__doc__.strip(),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", nargs="?", help="the remote's name (default: the default remote)")
+    return p
+
+
+def main(args) -> None:
+    for name in ("botocore", "aiobotocore"):  # not their "Found credentials in ..."
+        logging.getLogger(name).setLevel(logging.WARNING)
+    print(check(args.name))
+
+
+if __name__ == "__main__":
+    run(main, parser=parser())

@@ -1,0 +1,285 @@
+"""Working as a team: data, models, the run cache and experiments shared through a DVC remote.
+
+The S3 remote is a real S3 server (moto's) started here on 127.0.0.1; the default
+remote is the local folder .dvc/config names (under $HOME, which each test points at
+its own scratch folder)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+
+from tests.project import DIGITS, Project, assert_clean_failure, env
+
+CACHED = ["data/raw/train-images-idx3-ubyte", "data/prepared/train.npz", "data/prepared/test.npz",
+          "models/model.npz", "data/predictions/test.npz"]
+TRACKED = ["reports/metrics.json", "reports/confusion.json", "reports/train/history.json", "reports/report.md",
+           "reports/figures/training_curves.png"]
+
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def credentials():
+    """S3 credentials for the server below, in the environment the dvc commands inherit."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in CREDENTIALS.items():
+            mp.setenv(key, value)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """Each test its own $HOME, so its own default remote."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(server, port: int) -> None:
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert server.poll() is None and time.time() < deadline, "moto_server did not start"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3 server (moto_server) on 127.0.0.1 -> its endpoint URL."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(server, port)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait()
+
+
+def new_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"team-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def use_s3(project, endpoint: str, bucket: str) -> None:
+    """The README's team set-up: the whole remote in .dvc/config.local, the default for this clone."""
+    project.dvc("remote", "add", "--local", "--default", "team", f"s3://{bucket}/store")
+    project.dvc("remote", "modify", "--local", "team", "endpointurl", endpoint)
+
+
+def clone(source, path) -> Project:
+    subprocess.run(["git", "clone", "-q", str(source), str(path)], check=True, env=env())
+    project = Project.__new__(Project)
+    project.path = path
+    return project
+
+
+def commit(project, message: str) -> None:
+    project.git("add", "-A")
+    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
+def snapshot(project) -> dict[str, bytes]:
+    return {rel: project.read(rel) for rel in CACHED + TRACKED}
+
+
+def locked_md5(project, stage: str, path: str) -> str:
+    outs = yaml.safe_load(project.read("dvc.lock"))["stages"][stage]["outs"]
+    return next(o["md5"] for o in outs if o["path"] == path)
+
+
+@pytest.fixture(scope="module")
+def team_a(tmp_path_factory, s3):
+    """Clone A: the pipeline run (baseline, committed) and a second run with train.seed 1, both pushed
+    to a fresh bucket with the run cache. -> (A, bucket, baseline outputs, the seed-1 model)."""
+    root = tmp_path_factory.mktemp("team")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(root / "home"))
+        a = Project(root / "a", DIGITS)
+        assert a.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+        commit(a, "a run")
+        bucket = new_bucket(s3)
+        use_s3(a, s3, bucket)
+        a.dvc("push", "--run-cache")
+        baseline = snapshot(a)
+        a.set("train.seed", 1)
+        assert a.repro() == ["train", "evaluate", "plots"]
+        a.dvc("push", "--run-cache")
+        seed1 = a.read("models/model.npz")
+        a.git("checkout", "HEAD", "--", ".")  # HEAD: autostage has staged the new dvc.lock
+        a.dvc("checkout")
+        assert snapshot(a) == baseline
+    return a, bucket, baseline, seed1
+
+
+def test_a_colleague_pulls_everything_and_runs_nothing(team_a, s3, tmp_path):
+    a, bucket, baseline, _ = team_a
+    b = clone(a.path, tmp_path / "b")
+    use_s3(b, s3, bucket)
+    b.dvc("pull")
+    assert snapshot(b) == baseline
+    assert b.status() == {}
+    assert b.repro() == []
+
+
+def test_the_run_cache_restores_training_instead_of_rerunning_it(team_a, s3, tmp_path):
+    a, bucket, baseline, seed1 = team_a
+    c = clone(a.path, tmp_path / "c")
+    use_s3(c, s3, bucket)
+    c.dvc("pull", "--run-cache")
+    out = c.dvc("repro", "--pull")
+    assert "Running stage 'train'" not in out.stdout and "epoch 1/" not in out.stderr, out.stdout
+    assert snapshot(c) == baseline
+    c.set("train.seed", 1)  # a run A made and pushed
+    out = c.dvc("repro", "--pull")
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in out.stdout, out.stdout
+    assert "Running stage 'train'" not in out.stdout and "epoch 1/" not in out.stderr, out.stdout
+    assert c.read("models/model.npz") == seed1
+
+
+def test_the_default_remote_needs_no_set_up_and_experiments_travel(tmp_path, home):
+    """Clone A pushes to the default remote (a folder under ~/.cache) and pushes an experiment to
+    a bare git repository; a fresh clone B pulls both: the same bytes."""
+    a = Project(tmp_path / "a", DIGITS)
+    assert a.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+    commit(a, "a run")
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    a.git("remote", "add", "origin", str(origin))
+    a.git("push", "-q", "origin", "HEAD")
+    a.dvc("push")  # no remote named: the default one in .dvc/config
+    assert (home / ".cache/mnist-dvc-from-scratch/dvc-remote/files/md5").is_dir()
+    a.dvc("exp", "run", "-n", "seed2", "-S", "train.seed=2")
+    exp_model = a.read("models/model.npz")
+    a.dvc("exp", "push", "origin", "seed2")
+    a.git("checkout", "HEAD", "--", ".")  # HEAD: autostage has staged the new dvc.lock
+    a.dvc("checkout")
+
+    b = clone(origin, tmp_path / "b")
+    b.dvc("pull")
+    assert snapshot(b) == snapshot(a)
+    b.dvc("exp", "pull", "origin", "seed2")
+    assert "seed2" in b.dvc("exp", "show", "--json").stdout
+    b.dvc("exp", "apply", "seed2")
+    b.dvc("pull")
+    assert b.read("models/model.npz") == exp_model
+    assert b.status() == {}
+
+
+# -- bad remotes: one clear line naming the remote, and nothing in the workspace damaged ------------
+@pytest.fixture(scope="module")
+def s3_strict():
+    """A second S3 server that checks credentials (and knows none)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(server, port)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait()
+
+
+@pytest.mark.parametrize("breakage,dvc_says,we_say", [
+    (lambda p, bucket, strict: p.dvc("remote", "modify", "--local", "team", "endpointurl",
+                                     f"http://127.0.0.1:{free_port()}"),
+     "Could not connect to the endpoint URL", "the endpoint does not answer"),
+    (lambda p, bucket, strict: p.dvc("remote", "modify", "--local", "team", "url", "s3://no-such-bucket/store"),
+     "bucket does not exist", "the bucket 'no-such-bucket' does not exist"),
+    (lambda p, bucket, strict: p.dvc("remote", "modify", "--local", "team", "endpointurl", strict),
+     "Forbidden", "the store refuses the credentials"),
+])
+def test_an_unusable_remote(team_a, s3, s3_strict, tmp_path, breakage, dvc_says, we_say):
+    """dvc pull fails in DVC's words (naming the endpoint or bucket, not the remote); the project's
+    `python -m stages.remote` says it in one line naming the remote. Nothing is written."""
+    a, bucket, _, _ = team_a
+    b = clone(a.path, tmp_path / "b")
+    use_s3(b, s3, bucket)
+    breakage(b, bucket, s3_strict)
+    proc = b.dvc("pull", check=False)
+    assert proc.returncode != 0 and dvc_says in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (b.path / "models/model.npz").exists() and not (b.path / "data/raw").exists()
+    line = assert_clean_failure(b.run(sys.executable, "-m", "stages.remote", check=False), "remote 'team'")
+    assert we_say in line or (we_say == "the store refuses the credentials" and "access is denied" in line), line
+
+
+def test_the_remote_check_says_a_good_remote_is_reachable(team_a, s3, tmp_path):
+    a, bucket, _, _ = team_a
+    b = clone(a.path, tmp_path / "b")
+    use_s3(b, s3, bucket)
+    proc = b.run(sys.executable, "-m", "stages.remote")
+    assert proc.stdout.strip() == f"remote 'team' (s3://{bucket}/store): reachable"
+    proc = b.run(sys.executable, "-m", "stages.remote", "local")  # the default folder: not made yet
+    assert "remote 'local'" in proc.stdout and "empty: the first dvc push fills it" in proc.stdout
+
+
+def s3_client(endpoint):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
+
+
+def test_a_file_missing_from_the_remote_is_named_and_the_rest_is_pulled(team_a, s3, tmp_path):
+    a, _, baseline, _ = team_a
+    bucket = new_bucket(s3)
+    a2 = clone(a.path, tmp_path / "a2")
+    shutil.copytree(a.path / ".dvc/cache", a2.path / ".dvc/cache")
+    a2.dvc("checkout")
+    use_s3(a2, s3, bucket)
+    a2.dvc("push")  # another machine pushed ... but the model's object is lost
+    md5 = locked_md5(a, "train", "models/model.npz")
+    s3_client(s3).delete_object(Bucket=bucket, Key=f"store/files/md5/{md5[:2]}/{md5[2:]}")
+    b = clone(a.path, tmp_path / "b")
+    use_s3(b, s3, bucket)
+    proc = b.dvc("pull", check=False)
+    assert proc.returncode != 0
+    said = proc.stdout + proc.stderr
+    assert f"md5: {md5}" in said and "failed for following targets:\nmodels/model.npz" in said, said
+    assert not (b.path / "models/model.npz").exists()
+    assert b.read("data/prepared/train.npz") == baseline["data/prepared/train.npz"]  # the rest arrived
+
+
+def test_a_corrupted_object_in_the_remote_is_caught_by_dvc_hash_check(team_a, s3, tmp_path):
+    """With `verify = true` on the remote (the README's team set-up), DVC hashes what it downloads."""
+    a, bucket, baseline, _ = team_a
+    bucket = new_bucket(s3)
+    a2 = clone(a.path, tmp_path / "a2")
+    shutil.copytree(a.path / ".dvc/cache", a2.path / ".dvc/cache")
+    a2.dvc("checkout")
+    use_s3(a2, s3, bucket)
+    a2.dvc("push")
+    md5 = locked_md5(a, "train", "models/model.npz")
+    key = f"store/files/md5/{md5[:2]}/{md5[2:]}"
+    client = s3_client(s3)
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=key, Body=body[:-8] + b"XXXXXXXX")
+    b = clone(a.path, tmp_path / "b")
+    use_s3(b, s3, bucket)
+    b.dvc("remote", "modify", "--local", "team", "verify", "true")
+    proc = b.dvc("pull", check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "models/model.npz" in proc.stdout + proc.stderr
+    assert not (b.path / "models/model.npz").exists()
