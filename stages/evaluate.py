@@ -3,14 +3,15 @@
 -> reports/metrics.json (test accuracy, loss, macro F1, per-class precision /
 recall / F1; reproducible to the byte: the training time is in the train stage's
 own reports/train/timing.json), reports/confusion.json
-({actual, predicted} records for `dvc plots`), data/predictions/test.npz (the
-probabilities, for the plots stage).
+({actual, predicted, count} records, one per non-empty cell of the confusion
+matrix, for `dvc plots` and its template .dvc/plots/confusion_counts.json),
+data/predictions/test.npz (the probabilities, for the plots stage).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from nn import serialize
 from nn.atomic import write_npz
@@ -52,6 +53,14 @@ def score(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: list[str]
     }
 
 
+def confusion_records(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> list[dict]:
+    """The confusion matrix's non-empty cells as {actual, predicted, count} records, row by row:
+    at most C * C records however many test images (one per image made a 10,000-record page)."""
+    counts = confusion_matrix(y, pred, labels=list(range(len(classes))))
+    return [{"actual": classes[a], "predicted": classes[p], "count": int(counts[a, p])}
+            for a, p in zip(*np.nonzero(counts))]
+
+
 def main() -> None:
     pe = P.load("evaluate")["evaluate"]
     model = serialize.load(MODEL)
@@ -62,7 +71,7 @@ def main() -> None:
     metrics = score(y, probs, pred, classes)
     metrics["model"] = {"parameters": model.n_params}
     write_json(METRICS, metrics)
-    write_json(CONFUSION, [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y, pred)])
+    write_json(CONFUSION, confusion_records(y, pred, classes))
     write_npz(PREDICTIONS, {"probs": probs})
     log.info("test accuracy %.4f, loss %.4f, macro F1 %.4f", metrics["test"]["accuracy"],
              metrics["test"]["loss"], metrics["test"]["macro_f1"])

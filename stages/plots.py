@@ -1,9 +1,9 @@
 """plots: the pictures and the one-page report.
 
--> reports/figures/{predictions,misclassified,confusion_matrix,training_curves}.png,
-reports/report.md, and reports/train/history.json (the training history the model
-carries, for `dvc plots`). PNGs carry no timestamp or version metadata, so a rerun
-gives the same bytes.
+-> reports/figures/<name>.png for each name of FIGURES_SHOWN (drawn by
+stages/figures.py and stages/figures_training.py), reports/report.md, and
+reports/train/history.json (the training history the model carries, for `dvc
+plots`). PNGs carry no timestamp or version metadata, so a rerun gives the same bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from nn import serialize  # noqa: E402
 from nn.atomic import atomic_file, write_text  # noqa: E402
@@ -38,8 +37,25 @@ from stages.common import (  # noqa: E402
     run,
     write_json,
 )
+from stages.figures import (  # noqa: E402
+    confidence_figure,
+    confusion_figure,
+    misclassified_figure,
+    per_class_figure,
+    predictions_figure,
+)
+from stages.figures_training import curves_figure, first_layer_figure  # noqa: E402
 
-OK, BAD = "#1a7f37", "#cf222e"
+FIGURES_SHOWN = {  # file stem -> (title, what it shows), in report.md's order
+    "training_curves": ("Training curves", "loss, accuracy and learning rate per epoch"),
+    "confusion_matrix": ("Confusion matrix", "which classes are mistaken for which: counts, and the mistakes "
+                                             "coloured by their share of the true class"),
+    "per_class_accuracy": ("Accuracy per class", "how often each class is missed, worst first"),
+    "confidence": ("Confidence", "how sure the model is when it is right, and when it is wrong"),
+    "first_layer": ("First layer", "the first layer's weights drawn as images: what it looks for"),
+    "predictions": ("Predictions", "random test images with the model's answer"),
+    "misclassified": ("Mistakes", "the mistakes the model was surest of"),
+}
 
 
 def save(fig, name: str, dpi: int) -> None:
@@ -48,68 +64,6 @@ def save(fig, name: str, dpi: int) -> None:
     plt.close(fig)
     with atomic_file(FIGURES / name) as f:
         f.write(buf.getvalue())
-
-
-def image_grid(x, titles, colors, suptitle):
-    n = len(x)
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.7 * rows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, title, color in zip(axes.flat, x, titles, colors):
-        ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=8, color=color)
-    fig.suptitle(suptitle, fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def predictions_figure(x, y, probs, classes, samples, rng):
-    idx = np.sort(rng.choice(len(y), size=min(samples, len(y)), replace=False))
-    pred = probs.argmax(axis=1)
-    titles = [f"{classes[pred[i]]} ({probs[i, pred[i]]:.2f})" if pred[i] == y[i]
-              else f"{classes[pred[i]]}, true {classes[y[i]]}" for i in idx]
-    colors = [OK if pred[i] == y[i] else BAD for i in idx]
-    wrong = int((pred[idx] != y[idx]).sum())
-    return image_grid(x[idx], titles, colors, f"Random test images: predicted (confidence); {wrong} wrong in red")
-
-
-def misclassified_figure(x, y, probs, classes, count):
-    pred = probs.argmax(axis=1)
-    errors = np.flatnonzero(pred != y)
-    if errors.size == 0:
-        errors = np.argsort(probs[np.arange(len(y)), y], kind="stable")[:count]  # least confident
-    order = errors[np.argsort(-probs[errors, pred[errors]], kind="stable")][:count]
-    titles = [f"true {classes[y[i]]} → {classes[pred[i]]} ({probs[i, pred[i]]:.2f})" for i in order]
-    return image_grid(x[order], titles, [BAD] * len(order),
-                      f"The {len(order)} most confident mistakes of {errors.size}")
-
-
-def confusion_figure(y, probs, classes):
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ConfusionMatrixDisplay.from_predictions(y, probs.argmax(axis=1), labels=list(range(len(classes))),
-                                            display_labels=classes, values_format="d", cmap="Blues",
-                                            colorbar=False, ax=ax, xticks_rotation=45 if len(classes[0]) > 2 else 0)
-    ax.set_title(f"Confusion matrix on {len(y)} test images")
-    fig.tight_layout()
-    return fig
-
-
-def curves_figure(history):
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
-    ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss", yscale="log")
-    ax2.plot(epochs, [100 * r["train_acc"] for r in history], "o-", label="train")
-    ax2.plot(epochs, [100 * r["val_acc"] for r in history], "o-", label="validation")
-    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    return fig
 
 
 def report(model, metrics: dict, history: list[dict]) -> str:
@@ -144,9 +98,9 @@ def report(model, metrics: dict, history: list[dict]) -> str:
     lines += [f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
               for name, c in metrics["per_class"].items()]
     lines += ["", "## Figures", ""]
-    lines += [f"![{name}](figures/{name}.png)" for name in
-              ("training_curves", "confusion_matrix", "predictions", "misclassified")]
-    return "\n".join(lines) + "\n"
+    for name, (title, what) in FIGURES_SHOWN.items():
+        lines += [f"**{title}**: {what}.", "", f"![{title}](figures/{name}.png)", ""]
+    return "\n".join(lines[:-1]) + "\n"
 
 
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
@@ -191,12 +145,19 @@ def main() -> None:
     history = check_history(model.spec.get("history"))
     write_json(HISTORY, history)
     dpi, rng = pp["dpi"], np.random.default_rng(pp["seed"])
-    save(predictions_figure(x, y, probs, classes, pp["samples"], rng), "predictions.png", dpi)
-    save(misclassified_figure(x, y, probs, classes, pp["misclassified"]), "misclassified.png", dpi)
-    save(confusion_figure(y, probs, classes), "confusion_matrix.png", dpi)
-    save(curves_figure(history), "training_curves.png", dpi)
+    figures = {
+        "predictions": lambda: predictions_figure(x, y, probs, classes, pp["samples"], rng),
+        "misclassified": lambda: misclassified_figure(x, y, probs, classes, pp["misclassified"]),
+        "confusion_matrix": lambda: confusion_figure(y, probs, classes),
+        "per_class_accuracy": lambda: per_class_figure(y, probs, classes),
+        "confidence": lambda: confidence_figure(y, probs, classes),
+        "training_curves": lambda: curves_figure(history, model),
+        "first_layer": lambda: first_layer_figure(model, classes, x),
+    }
+    for name in FIGURES_SHOWN:  # one at a time: drawn, saved, closed
+        save(figures[name](), f"{name}.png", dpi)
     write_text(REPORT, report(model, metrics, history))
-    log.info("wrote 4 figures to %s and %s", FIGURES, REPORT)
+    log.info("wrote %d figures to %s and %s", len(figures), FIGURES, REPORT)
 
 
 if __name__ == "__main__":

@@ -203,7 +203,8 @@ def test_outputs_are_where_the_readme_says(ran_project):
     for rel in ["data/raw/train-images-idx3-ubyte", "data/prepared/train.npz", "models/model.npz",
                 "reports/metrics.json", "reports/train/history.json", "reports/confusion.json",
                 "reports/report.md", *(f"reports/figures/{n}.png" for n in
-                                       ("predictions", "misclassified", "confusion_matrix", "training_curves"))]:
+                                       ("predictions", "misclassified", "confusion_matrix", "training_curves",
+                                        "per_class_accuracy", "confidence", "first_layer"))]:
         assert (ran_project.path / rel).is_file(), rel
     metrics = json.loads(ran_project.read("reports/metrics.json"))
     assert set(metrics["test"]) >= {"accuracy", "loss", "macro_f1"}
@@ -212,5 +213,5 @@ def test_outputs_are_where_the_readme_says(ran_project):
     history = json.loads(ran_project.read("reports/train/history.json"))
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
     confusion = json.loads(ran_project.read("reports/confusion.json"))
-    assert len(confusion) == 360 and set(confusion[0]) == {"actual", "predicted"}
+    assert sum(r["count"] for r in confusion) == 360 and set(confusion[0]) == {"actual", "predicted", "count"}
     assert os.path.getsize(ran_project.path / "reports/figures/predictions.png") > 1000

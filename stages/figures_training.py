@@ -1,0 +1,141 @@
+"""The figures about training and the trained model: the curves, and what the first layer learned.
+
+Pure functions: history records / a loaded model in, a matplotlib Figure out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
+
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # 0.05, 0.1, 0.002: no 5×10⁻² to decode
+FIRST_UNITS = 64  # of an MLP's first hidden layer
+
+
+def log_ticks(ax) -> None:
+    """Label a log y axis 0.05, 0.1, 0.2, 0.5 (1-2-5 steps; every step where the range is short)."""
+    lo, hi = ax.get_ylim()
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for steps in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0 ** e for e in decades for m in steps if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) >= 3:
+            break
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def accuracy_note(model, history) -> str:
+    """Why validation accuracy can beat training accuracy - true for this run's settings."""
+    rates = sorted({layer.rate for layer in model.layers if layer.kind == "dropout" and layer.rate > 0})
+    shift = model.spec.get("training", {}).get("shift", 0)
+    handicaps = ([f"dropout {' / '.join(f'{100 * r:g}%' for r in rates)}"] if rates else []) + \
+                ([f"images shifted by up to {shift} px"] if shift else [])
+    above = history[-1]["val_acc"] > history[-1]["train_acc"]
+    lines = ["Why is validation above training?" if above else "How the two are measured:",
+             "- train: averaged over each epoch while the weights still change"
+             + (",\n   with " + " and ".join(handicaps) + " (harder than the real task)" if handicaps else ""),
+             "- validation: after the epoch, on unaltered images" + (", without dropout" if rates else "")]
+    return "\n".join(lines)
+
+
+def curves_figure(history, model):
+    epochs = [r["epoch"] for r in history]
+    fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=(15, 5.4), gridspec_kw={"width_ratios": [1, 1, 0.7]})
+    for key, name in (("train", "train"), ("val", "validation")):
+        loss.plot(epochs, [r[f"{key}_loss"] for r in history], "o-", label=name)
+        acc.plot(epochs, [100 * r[f"{key}_acc"] for r in history], "o-", label=name)
+    loss.set(yscale="log", xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="Loss (lower is better)")
+    log_ticks(loss)
+    acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (higher is better)")
+    lr.plot(epochs, [r["lr"] for r in history], "o-", color="0.35")
+    lr.set(xlabel="epoch", ylabel="learning rate", title="Learning rate (at each epoch's end)",
+           ylim=(0, 1.08 * max(r["lr"] for r in history)))
+    lr.yaxis.set_major_locator(MaxNLocator(5))
+    lr.yaxis.set_major_formatter(PLAIN)
+    for ax in (loss, acc, lr):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss.legend()
+    acc.legend(loc="lower right")
+    fig.tight_layout(rect=(0, 0.15, 1, 1))  # room below for the note, under the accuracy panel
+    fig.text(acc.get_position().x0, 0.02, accuracy_note(model, history), va="bottom", fontsize=8.5,
+             bbox={"boxstyle": "round", "facecolor": "#f6f8fa", "edgecolor": "0.8"})
+    return fig
+
+
+def first_layer(model):
+    """(kind, index, W) of the first layer with weights, W as a host array; None if none."""
+    params = model.named_parameters()
+    for i, layer in enumerate(model.layers):
+        if f"{i}.{layer.kind}.W" in params:
+            return layer.kind, i, params[f"{i}.{layer.kind}.W"]
+    return None
+
+
+def weight_grid(images, titles, suptitle, label, blank=None):
+    """Weights as pictures, each on its own symmetric scale: red raises the unit, blue lowers it;
+    `blank` (H, W) True where no image has ink: those weights are drawn grey (they only add a constant)."""
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
+    n = len(images)
+    cols = min(8, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 1.2, 1.35 * rows + 1.1), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        img = np.ma.masked_where(np.zeros(img.shape, bool) if blank is None else blank, img)
+        scale = float(np.abs(img).max()) or 1.0
+        shown = ax.imshow(img / scale, cmap=cmap, vmin=-1, vmax=1)
+        ax.set_title(title, fontsize=7)
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    bar = fig.colorbar(shown, cax=fig.add_axes((0.92, 0.15, 0.015, 0.6)), ticks=[-1, 0, 1])
+    bar.ax.set_yticklabels(["most\nnegative", "0", "most\npositive"], fontsize=7)
+    bar.set_label(label, fontsize=8)
+    return fig
+
+
+def first_layer_figure(model, classes, x):
+    """The weights of the first layer as images: an MLP's first Dense units as input-shaped
+    pictures (its first FIRST_UNITS; grey where none of the images `x` (N, H, W) has ink),
+    a CNN's first Conv2D kernels."""
+    found = first_layer(model)
+    shape = tuple(model.input_shape)
+    if found and found[0] == "dense" and found[2].shape[0] == math.prod(shape) and len(shape) == 2:
+        _, i, w = found
+        units = w.shape[1]
+        if not any(layer.kind == "dense" for layer in model.layers[i + 1:]):  # no hidden layer: it is the output
+            shown, titles, what = units, list(classes), f"the output layer's {units} units (one per class)"
+        else:
+            shown = min(units, FIRST_UNITS)
+            titles = [f"unit {u}" for u in range(shown)]
+            what = f"the first {shown} of the {units} hidden units" if shown < units else f"its {units} hidden units"
+        images = [w[:, u].reshape(shape) for u in range(shown)]
+        blank = x.max(axis=0) == 0
+        suptitle = (f"What the first layer looks for: {what}, each one's {w.shape[0]} input weights drawn as\n"
+                    f"a {shape[0]}x{shape[1]} image. Red: ink there raises the unit; blue: ink there lowers it"
+                    + ("; grey: no test image\never has ink there (those weights only add a constant)"
+                       if blank.any() else ""))
+        return weight_grid(images, titles, suptitle, "weight (each picture on its own scale)", blank)
+    if found and found[0] == "conv2d":
+        _, i, w = found
+        k = model.layers[i].kernel
+        channels = w.shape[0] // (k * k)
+        images = [w[:, f].reshape(k, k, channels)[:, :, 0] for f in range(w.shape[1])]
+        suptitle = (f"What the first convolution looks for: its {w.shape[1]} {k}x{k} filters"
+                    + (" (input channel 1)" if channels > 1 else "")
+                    + "\nred: ink there raises the filter's output; blue: lowers it "
+                    "(a red line between blue ones finds such strokes)")
+        return weight_grid(images, [f"filter {f}" for f in range(len(images))], suptitle,
+                           "weight (each filter on its own scale)")
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "This model's first layer has no image-shaped weights to draw.", ha="center", va="center")
+    return fig

@@ -1,0 +1,142 @@
+"""The plots stage's figures: all written, the same bytes on a rerun, no metadata that
+changes, and drawn from the run's own numbers (the weights figure shows the model's weights)."""
+
+from __future__ import annotations
+
+import struct
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from nn.model import Sequential, cnn_spec, mlp_spec  # noqa: E402
+from stages.evaluate import confusion_records  # noqa: E402
+from stages.figures import confusion_figure  # noqa: E402
+from stages.figures_training import accuracy_note, first_layer_figure  # noqa: E402
+from stages.plots import FIGURES_SHOWN, save  # noqa: E402
+from tests.project import DIGITS, Project  # noqa: E402
+
+CLASSES = [str(c) for c in range(10)]
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        chunks.append(kind)
+        at += 12 + length
+    return chunks
+
+
+def model(spec: dict, seed: int = 0) -> Sequential:
+    m = Sequential({**spec, "training": {"shift": 0}})
+    m.init_params(np.random.default_rng(seed))
+    return m
+
+
+def drawn(fig) -> list[np.ndarray]:
+    """The arrays of the figure's images, in panel order."""
+    return [ax.images[0].get_array() for ax in fig.axes if ax.images]
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    project = Project(tmp_path_factory.mktemp("figures") / "p", DIGITS)
+    project.repro()
+    return project
+
+
+def test_plots_writes_every_figure_and_the_same_bytes_again(ran):
+    figures = sorted(p.name for p in (ran.path / "reports/figures").iterdir())
+    assert figures == sorted(f"{name}.png" for name in FIGURES_SHOWN)
+    report = ran.read("reports/report.md").decode()
+    assert all(f"(figures/{name}.png)" in report for name in FIGURES_SHOWN)
+    before = {name: ran.read(f"reports/figures/{name}") for name in figures}
+    ran.stage("plots", check=True)
+    assert {name: ran.read(f"reports/figures/{name}") for name in figures} == before
+    for name, data in before.items():  # no text chunks (Software, dates) and no timestamp
+        assert set(png_chunks(data)) <= {b"IHDR", b"pHYs", b"IDAT", b"IEND"}, name
+
+
+def test_first_layer_figure_shows_the_mlp_weights():
+    """Each panel is one first-layer unit's input weights, reshaped to the image, on its own scale."""
+    m = model(mlp_spec((8, 8), [12]))
+    x = np.zeros((3, 8, 8), np.uint8)
+    x[:, :, 1:] = 200  # column 0 never has ink: drawn blank (masked)
+    fig = first_layer_figure(m, CLASSES, x)
+    w = m.named_parameters()["1.dense.W"]
+    images = drawn(fig)
+    assert len(images) == 12
+    for unit, img in enumerate(images):
+        expected = w[:, unit].reshape(8, 8)
+        assert img.mask[:, 0].all() and not img.mask[:, 1:].any()
+        visible = expected[:, 1:]
+        np.testing.assert_allclose(img[:, 1:], visible / np.abs(visible).max(), rtol=1e-6)
+    plt.close(fig)
+
+
+def test_first_layer_figure_changes_with_the_model(tmp_path, monkeypatch):
+    import stages.plots
+
+    monkeypatch.setattr(stages.plots, "FIGURES", tmp_path)
+    x = np.full((2, 8, 8), 100, np.uint8)
+    for name, seed in (("a", 0), ("b", 1), ("a_again", 0)):
+        save(first_layer_figure(model(mlp_spec((8, 8), [16]), seed), CLASSES, x), f"{name}.png", 40)
+    a, b, again = ((tmp_path / f"{n}.png").read_bytes() for n in ("a", "b", "a_again"))
+    assert a != b and a == again
+
+
+def test_first_layer_figure_of_a_cnn_shows_its_filters():
+    m = model(cnn_spec((8, 8), [4], [8]))
+    fig = first_layer_figure(m, CLASSES, np.zeros((1, 8, 8), np.uint8))
+    w = m.named_parameters()["1.conv2d.W"]  # (3 * 3 * 1, 4), rows (i, j, channel)
+    images = drawn(fig)
+    assert len(images) == 4
+    for f, img in enumerate(images):
+        np.testing.assert_allclose(img, w[:, f].reshape(3, 3) / np.abs(w[:, f]).max(), rtol=1e-6)
+    plt.close(fig)
+
+
+def test_first_layer_figure_without_hidden_layers_names_the_classes():
+    """No hidden layer: the first Dense is the output, one unit per class."""
+    fig = first_layer_figure(model(mlp_spec((8, 8), [])), CLASSES, np.full((1, 8, 8), 9, np.uint8))
+    assert [ax.get_title() for ax in fig.axes if ax.images] == CLASSES
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(("dropout", "shift", "says", "never"), [
+    (0.25, 2, ["dropout 25%", "up to 2 px"], []),
+    (0.0, 0, [], ["dropout", "shifted"]),
+    (0.5, 0, ["dropout 50%"], ["shifted"]),
+])
+def test_the_accuracy_note_is_true_for_the_run(dropout, shift, says, never):
+    m = Sequential({**mlp_spec((8, 8), [4], dropout=dropout), "training": {"shift": shift}})
+    history = [{"train_acc": 0.8, "val_acc": 0.9}]
+    note = accuracy_note(m, history)
+    assert note.startswith("Why is validation above training?")
+    assert all(s in note for s in says) and not any(s in note for s in never), note
+    assert accuracy_note(m, [{"train_acc": 0.95, "val_acc": 0.9}]).startswith("How the two are measured")
+
+
+def test_confusion_records_are_one_per_cell():
+    y = np.array([0, 0, 1, 1, 1, 2], np.uint8)
+    pred = np.array([0, 1, 1, 1, 1, 0])
+    assert confusion_records(y, pred, ["a", "b", "c"]) == [
+        {"actual": "a", "predicted": "a", "count": 1}, {"actual": "a", "predicted": "b", "count": 1},
+        {"actual": "b", "predicted": "b", "count": 3}, {"actual": "c", "predicted": "a", "count": 1}]
+
+
+def test_confusion_figure_colours_the_mistakes_by_share_of_the_true_class():
+    y = np.array([0] * 10 + [1] * 4, np.uint8)
+    probs = np.eye(2, dtype=np.float32)[[0] * 9 + [1] + [1] * 2 + [0] * 2]
+    fig = confusion_figure(y, probs, ["a", "b"])
+    errors = fig.axes[0].images[0].get_array()  # the mistakes' layer: % of the true class, diagonal masked
+    assert errors.mask.tolist() == [[True, False], [False, True]]
+    np.testing.assert_allclose(errors.data[[0, 1], [1, 0]], [10.0, 50.0])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "9\n90.0%" in texts and "2\n50.0%" in texts and "1" in texts and "2" in texts
+    plt.close(fig)
