@@ -55,9 +55,13 @@ def test_kernel_is_this_interpreter():
 def test_tour_runs_and_learns(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, km=kernel_manager(), timeout=CELL_TIMEOUT,
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    km = kernel_manager()
+    client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    finally:  # a kernel manager passed in is ours to stop
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
 
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(o["output_type"] != "error" for c in code for o in c.outputs)
