@@ -1,0 +1,233 @@
+"""README "Experimenting", followed top to bottom in a throw-away project on the 8x8 digits.
+
+The commands of the section's ```bash blocks run as written, in order, in a fresh git + DVC copy
+whose committed baseline has the digits params (tests/project.py DIGITS: 6 epochs, a 32-unit
+network), so each run takes seconds; the commands' own `-S` values (`train.epochs=12`,
+`model.hidden=[1024,512]`, ...) are kept. What the test does differently, and why:
+
+* `. .venv/bin/activate` is not run: the copy has no venv, and every command already runs with
+  this interpreter's bin first on PATH (tests/project.py env()).
+* a command that sets `train.device=gpu` is skipped where no GPU is usable.
+* `dvc queue status` - "again until all four read Success" - is a wait until every queued run
+  has its ref, checking the queue's status every 15 s (a `dvc` call costs the workers a second of
+  CPU: polled every 2 s, the four runs took 127 s instead of 45 s).
+* every command's output goes to a file, never a pipe (the queue's workers outlive
+  `dvc queue start`, see tests/test_queue.py).
+* `dvc exp show` and `dvc metrics show` run with COLUMNS=1000, so that rich prints every column
+  in full instead of shrinking them to the terminal: their width is the table's own.
+
+Checked: every command exits 0; every experiment has exactly the committed baseline's params but
+for the keys its `-S` names (a sweep: one run per combination of its values), and test metrics;
+the `dvc exp show` tables fit in 120 columns; the section leaves the workspace as the committed
+baseline it started from (params.yaml, dvc.lock, reports/, the model).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.project import DIGITS, ROOT, Project, env
+
+SECTION = "## Experimenting"
+WIDTH = 120  # the terminal the README's table commands are meant to fit
+
+
+def section_commands(readme: str, heading: str = SECTION) -> list[str]:
+    """The commands of the ```bash blocks under `heading`, in order; `\\`-continued lines joined."""
+    start = readme.index(heading + "\n")
+    end = readme.find("\n## ", start + len(heading))
+    text = readme[start:end if end != -1 else len(readme)]
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
+        for command in re.sub(r"\\\n", " ", block).splitlines():
+            if command.strip() and not command.lstrip().startswith("#"):
+                commands.append(command.strip())
+    return commands
+
+
+def split_top_level(value: str) -> list[str]:
+    """'0.001,0.003' -> ['0.001', '0.003']; '[1024,512]' stays whole (commas inside brackets)."""
+    parts, depth, current = [], 0, ""
+    for char in value:
+        depth += char in "[{("
+        depth -= char in "]})"
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def set_params(command: str) -> dict[str, list]:
+    """`dvc exp run ... -S k=v -S k=a,b` -> {k: [v], k: [a, b]} (values parsed as YAML)."""
+    args = shlex.split(command, comments=True)
+    found = {}
+    for flag, arg in zip(args, args[1:]):
+        if flag in ("-S", "--set-param"):
+            key, _, value = arg.partition("=")
+            found[key] = [yaml.safe_load(v) for v in split_top_level(value)]
+    return found
+
+
+def flatten(params: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def experiments(project: Project) -> dict[str, dict]:
+    """name -> {"params": flat params.yaml, "accuracy": test accuracy or None} from `dvc exp show --json`."""
+    found = {}
+    for baseline in json.loads(project.dvc("exp", "show", "--json").stdout):
+        for exp in baseline.get("experiments") or []:
+            data = (exp["revs"][0].get("data") or {})
+            params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+            metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data", {})
+            found[exp["name"]] = {"params": flatten(params),
+                                  "accuracy": (metrics.get("test") or {}).get("accuracy")}
+    return found
+
+
+def gpu_usable() -> bool:
+    from nn import backend
+
+    try:
+        backend.select("gpu")
+    except backend.BackendError:
+        return False
+    return True
+
+
+def table_width(output: str) -> int:
+    return max((len(line.rstrip()) for line in output.splitlines()), default=0)
+
+
+def run(project: Project, command: str, log) -> str:
+    """Run one README command with bash in the project; its output goes through a file."""
+    extra = {"COLUMNS": "1000"} if re.match(r"dvc (exp|metrics) show", command) else {}
+    log.seek(0)
+    log.truncate()
+    proc = subprocess.run(["bash", "-c", command], cwd=project.path, env={**env(), **extra},
+                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.seek(0)
+    output = log.read()
+    assert proc.returncode == 0, f"{command!r} exited {proc.returncode}:\n{output}"
+    return output
+
+
+def exp_refs(project: Project) -> set[str]:
+    """Names of the finished experiments: refs/exps/<..>/<baseline>/<name> (a cheap git call)."""
+    refs = project.git("for-each-ref", "--format=%(refname)", "refs/exps").split()
+    return {m[1] for ref in refs if (m := re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(.+)", ref))}
+
+
+def wait_for_queue(project: Project, names: set[str], timeout: float = 300) -> str:
+    """Until every queued experiment in `names` has its ref (a cheap git call every second) or the
+    queue has nothing queued or running (`dvc queue status`, every 15 s: it costs a second of CPU
+    that the workers need); then the queue's status."""
+    deadline, last = time.time() + timeout, 0.0
+    while True:
+        if names <= exp_refs(project):
+            return project.dvc("queue", "status").stdout
+        if time.time() - last > 15:
+            status, last = project.dvc("queue", "status").stdout, time.time()
+            if not re.search(r"\b(Queued|Running)\b", status):
+                return status
+        assert time.time() < deadline, project.dvc("queue", "status").stdout
+        time.sleep(1)
+
+
+def test_the_section_has_experiments_that_name_their_params():
+    runs = [c for c in section_commands((ROOT / "README.md").read_text()) if c.startswith("dvc exp run")]
+    assert len(runs) >= 3 and all(set_params(c) for c in runs), runs
+
+
+def test_experimenting_section_top_to_bottom(tmp_path):
+    commands = section_commands((ROOT / "README.md").read_text())
+    project = Project(tmp_path / "p", DIGITS)
+    project.repro()
+    project.git("add", "-A")
+    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run")
+    baseline = flatten(project.params())
+    committed = {rel: project.read(rel) for rel in ("params.yaml", "dvc.lock", "reports/metrics.json")}
+    model = project.read("models/model.npz")
+    has_gpu = gpu_usable()
+
+    owner: dict[str, str] = {}  # experiment name -> the command that made it
+    widths: dict[str, int] = {}
+    skipped = []
+    with open(tmp_path / "command.log", "w+") as log:
+        for command in commands:
+            if command.startswith((". ", "source ")):
+                skipped.append(command)
+                continue
+            if "train.device=gpu" in command and not has_gpu:
+                skipped.append(command)
+                continue
+            before = exp_refs(project)
+            output = run(project, command, log)
+            if command.startswith("dvc exp run"):
+                made = set(re.findall(r"Queued experiment '([^']+)'", output)) or exp_refs(project) - before
+                assert made, f"{command!r} made no experiment:\n{output}"
+                owner.update(dict.fromkeys(made, command))
+            if command.startswith("dvc queue status"):
+                status = wait_for_queue(project, {n for n, c in owner.items() if "--queue" in c})
+                assert "Failed" not in status, status
+            if re.match(r"dvc (exp|metrics) show", command):
+                widths[command] = table_width(output)
+
+    project.dvc("queue", "stop", check=False)  # idle workers would otherwise linger a while
+
+    # each experiment: the committed params, but for exactly the keys its command sets
+    final = experiments(project)
+    for command in set(owner.values()):
+        names = sorted(n for n, c in owner.items() if c == command)
+        grid = set_params(command)
+        combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+        assert len(names) == len(combos), (command, names)
+        got = []
+        for name in names:
+            params, accuracy = final[name]["params"], final[name]["accuracy"]
+            assert accuracy is not None and accuracy > 0.5, (name, command, accuracy)
+            assert set(params) == set(baseline), (name, sorted(set(params) ^ set(baseline)))
+            changed = {k: v for k, v in params.items() if baseline[k] != v}
+            assert set(changed) <= set(grid), (name, command, changed)
+            got.append({k: params[k] for k in grid})
+        assert sorted(map(repr, got)) == sorted(map(repr, combos)), (command, got)
+
+    # the tables the README calls narrow are
+    narrow = {c: w for c, w in widths.items() if c.startswith("dvc exp show")}
+    assert narrow and all(w <= WIDTH for w in narrow.values()), widths
+
+    # and the workspace is the baseline again
+    for rel, data in committed.items():
+        assert project.read(rel) == data, f"{rel} differs from the commit after the section"
+    assert project.read("models/model.npz") == model
+    dirty = [line for line in project.git("status", "--porcelain").splitlines() if "dvc_plots" not in line]
+    assert not dirty, dirty
+    print("skipped:", skipped)
+    print("table widths:", json.dumps(widths, indent=1))
+
+
+@pytest.mark.parametrize("command,expected", [
+    ("dvc exp run -n wide -S train.lr=0.001 -S 'model.hidden=[1024,512]'   # a comment",
+     {"train.lr": [0.001], "model.hidden": [[1024, 512]]}),
+    ("dvc exp run --queue -S 'train.lr=0.001,0.003' -S 'model.dropout=0.1,0.3'",
+     {"train.lr": [0.001, 0.003], "model.dropout": [0.1, 0.3]}),
+    ("dvc exp run --temp -S model.kind=cnn", {"model.kind": ["cnn"]}),
+])
+def test_set_params(command, expected):
+    assert set_params(command) == expected
