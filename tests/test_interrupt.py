@@ -86,8 +86,9 @@ def test_a_train_that_fails_under_dvc_keeps_the_previous_outputs(done, tmp_path)
 
 
 @pytest.mark.parametrize("stage,key,lost", [
-    ("evaluate", "evaluate.batch_size", []),  # every output is in DVC's cache (metrics and plots via the run cache)
-    # plots has a plain git-tracked output (report.md), so DVC records none of its runs: no copy of any
+    ("train", "train.lr", []),  # the model: in DVC's cache
+    # git-tracked outputs: DVC keeps no copy of them (nor records these stages' runs)
+    ("evaluate", "evaluate.batch_size", ["reports/confusion.json", "reports/metrics.json"]),
     ("plots", "plots.dpi", ["reports/report.md", "reports/figures", "reports/train/history.json"]),
 ])
 def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_path, stage, key, lost):
