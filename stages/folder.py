@@ -144,7 +144,7 @@ def _target_size(root: Path, first: str, image_size) -> tuple[int, int]:
 def decode(root: Path, splits: dict, image_size) -> tuple[dict, dict[str, str], tuple[int, int]]:
     """-> ({split: (x uint8 (N, H, W), y uint8 (N,))}, {file: sha256}, (H, W))."""
     n = sum(len(f) for f in splits.values())
-    first = min(f for files in splits.values() for f, _ in files)
+    first = next(f for files in splits.values() for f, _ in files)  # train's first
     size = _target_size(root, first, image_size)
     need = n * size[0] * size[1]
     if need > MAX_IDX_BYTES:
