@@ -96,7 +96,8 @@ def test_a_train_test_split_and_images_of_two_sizes(project):
     source = project.path / "data" / "source" / "shapes"
     make_images(source / "train", 8, size=10)
     make_images(source / "test", 3, size=12, seed=1)
-    assert_clean_failure(project.stage("fetch"), "fetch.image_size", "test/bar/000.png: 12x12 pixels but", "train/bar/000.png is 10x10")
+    assert_clean_failure(project.stage("fetch"), "fetch.image_size", "test/bar/000.png: 12x12 pixels but",
+                         "train/bar/000.png is 10x10")
     project.set("fetch.image_size", [8, 8])
     proc = project.stage("fetch")
     assert proc.returncode == 0, proc.stderr
