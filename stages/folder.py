@@ -32,7 +32,7 @@ from stages.images import open_image, read_gray
 
 SOURCE_ROOT = Path("data/source")  # fetch's DVC dependency (dvc.yaml): a changed image reruns fetch
 MAX_CLASSES = 256  # idx labels are one byte each
-MAX_FILES = 10_000_000
+MAX_FILES = 2_000_000  # file names and hashes held: about 300 bytes each
 MAX_FILE_BYTES = 256 << 20  # one image file; read once, hashed and decoded from memory
 Image.init()
 SUFFIXES = frozenset(ext.lower() for ext in Image.registered_extensions())
