@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import math
 import os
 import pickle
@@ -37,7 +38,7 @@ import numpy as np
 
 from nn.atomic import atomic_dir
 from nn.data import HEADER_MAX, MAX_IDX_BYTES, IdxError, from_idx, idx_header, to_idx
-from stages import download
+from stages import download, folder
 from stages import params as P
 from stages.common import DATA_RAW, StageError, log, run, write_json
 from stages.datasets import DATASETS, FILES, Dataset, Mirror
@@ -295,15 +296,123 @@ def fetch(dataset: Dataset, source: str, timeout: float, retries: int) -> tuple[
     raise StageError(f"fetch {dataset.name}: every source failed: " + "; ".join(failures))
 
 
+# -- any four idx files (fetch.dataset: idx): no pins; their hashes are recorded --------
+CLASS_FILES = ("classes.txt", "classes.json")  # optional, in the source, next to the idx files
+MAX_CLASS_FILE = 1 << 20
+MAX_CLASSES = 256  # idx labels are one byte each
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _class_file(source: str, timeout: float, retries: int) -> tuple[str, bytes] | None:
+    """(where, bytes) of the source's classes.txt or classes.json, None when it has neither."""
+    for name in CLASS_FILES:
+        if _is_url(source):
+            url = source.rstrip("/") + "/" + name
+            with tempfile.TemporaryFile() as f:
+                try:
+                    download.get(url, f, timeout, retries, MAX_CLASS_FILE, "1 MiB, the cap for a class-names file")
+                except download.DownloadError as exc:
+                    if ": HTTP 404" in str(exc):
+                        continue
+                    raise StageError(str(exc)) from None
+                f.seek(0)
+                return url, f.read()
+        path = Path(source) / name
+        if path.exists():
+            try:
+                f = _open_file(path)
+            except SourceError as exc:
+                raise StageError(str(exc)) from None
+            with f:
+                data = f.read(MAX_CLASS_FILE + 1)
+            if len(data) > MAX_CLASS_FILE:
+                raise StageError(f"{path}: over 1 MiB, the cap for a class-names file")
+            return str(path), data
+    return None
+
+
+def parse_class_names(where: str, data: bytes) -> list[str]:
+    """classes.txt: one name a line (blank lines skipped); classes.json: a list of names."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise StageError(f"{where}: not UTF-8 text") from None
+    if where.endswith(".json"):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StageError(f"{where}: not valid JSON ({exc})") from None
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise StageError(f"{where}: must be a JSON list of class names")
+        names = [n.strip() for n in names]
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not all(n and n.isprintable() for n in names) or len(set(names)) != len(names):
+        raise StageError(f"{where}: class names must be distinct, non-empty, printable")
+    return names
+
+
+def idx_dataset(source: str, timeout: float, retries: int) -> tuple[dict[str, bytes], dict]:
+    """Any dataset's four idx files from a folder or URL -> (files, dataset.json), checked for
+    structure only (nothing pins them): images (N, H, W), labels (N,), classes from the
+    source's classes.txt / classes.json, else "0".."C-1" for the C = max label + 1 classes."""
+    if source == "auto":
+        raise StageError("params.yaml: fetch.source must be the folder or URL holding the four idx files "
+                         "when fetch.dataset is idx (auto knows no mirror for an unnamed dataset)")
+    try:
+        files = (from_mirror(Mirror(source, source, "md5", {}), timeout, retries) if _is_url(source)
+                 else from_folder(Path(source)))
+        arrays = {name: from_idx(files[name], name) for name in FILES}
+    except (SourceError, IdxError) as exc:
+        raise StageError(f"fetch idx from {source}: {' '.join(str(exc).splitlines())}") from None
+    for images, labels in (FILES[:2], FILES[2:]):
+        x, y = arrays[images], arrays[labels]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+            raise StageError(f"{source}: {images} {x.shape} and {labels} {y.shape} must be N images (N, H, W) "
+                             "and their N labels, N >= 1")
+    if arrays[FILES[0]].shape[1:] != arrays[FILES[2]].shape[1:]:
+        raise StageError(f"{source}: train images are {arrays[FILES[0]].shape[1:]} but test images are "
+                         f"{arrays[FILES[2]].shape[1:]}")
+    count = 1 + max(int(arrays[FILES[1]].max()), int(arrays[FILES[3]].max()))
+    named = _class_file(source, timeout, retries)
+    if named:
+        classes = parse_class_names(*named)
+        if len(classes) < count:
+            raise StageError(f"{named[0]}: names {len(classes)} classes but the labels go up to {count - 1}")
+    else:
+        classes = [str(c) for c in range(count)]
+    if len(classes) < 2:
+        raise StageError(f"{source}: every label is 0; a classifier needs two or more classes")
+    sha = {name: _digest("sha256", files[name]) for name in FILES}
+    for name in FILES:
+        log.info("%s sha256 %s", name, sha[name])
+    meta = {"name": "idx", "classes": classes, "source": source, "sha256": sha,
+            "shape": list(arrays[FILES[0]].shape[1:])}
+    return files, meta
+
+
 def main() -> None:
     p = P.load("fetch")["fetch"]
-    dataset = DATASETS[p["dataset"]]
-    files, label = fetch(dataset, p["source"], p["timeout"], p["retries"])
+    name, source, timeout, retries = p["dataset"], p["source"], p["timeout"], p["retries"]
+    image_size, test_size, seed = p["image_size"], p["test_size"], p["seed"]  # read by every dataset: one DAG
+    if name == "idx":
+        files, meta = idx_dataset(source, timeout, retries)
+        label = source
+    elif name == "folder":
+        files, meta = folder.dataset(source, image_size, test_size, seed)
+        label = source
+    else:
+        dataset = DATASETS[name]
+        files, label = fetch(dataset, source, timeout, retries)
+        meta = {"name": dataset.name, "classes": list(dataset.classes)}
     with atomic_dir(DATA_RAW) as tmp:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        write_json(tmp / "dataset.json", {"name": dataset.name, "classes": list(dataset.classes)})
-    log.info("fetched %s from %s into %s", dataset.name, label, DATA_RAW)
+        for file, data in files.items():
+            (tmp / file).write_bytes(data)
+        write_json(tmp / "dataset.json", meta)
+    log.info("fetched %s from %s into %s", name, label, DATA_RAW)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ colour becomes grey; an image larger than WORK_SIDE is shrunk while it is read.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import warnings
 from pathlib import Path
@@ -35,11 +36,12 @@ def _pillow_size_check_off():
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def open_image(path: Path) -> Image.Image:
-    """`path` opened lazily (header only), or a StageError when it cannot be read or is too large."""
+def open_image(path: Path, data: bytes | None = None) -> Image.Image:
+    """`path` opened lazily (header only), or a StageError when it cannot be read or is too large.
+    With `data`, those bytes (already read from `path`) are decoded; `path` only names them."""
     try:
         with _pillow_size_check_off():
-            img = Image.open(path)
+            img = Image.open(path if data is None else io.BytesIO(data))
     except FileNotFoundError:
         raise StageError(f"{path}: no such file; check the path") from None
     except DECODE_ERRORS as exc:
@@ -52,9 +54,10 @@ def open_image(path: Path) -> Image.Image:
     return img
 
 
-def read_gray(path: Path) -> np.ndarray:
-    """An image file -> float32 (H, W) grey levels 0..255, at most WORK_SIDE on its longer side."""
-    with open_image(path) as img:
+def read_gray(path: Path, data: bytes | None = None) -> np.ndarray:
+    """An image file (or its bytes `data`) -> float32 (H, W) grey levels 0..255, at most
+    WORK_SIDE on its longer side."""
+    with open_image(path, data) as img:
         try:
             shrink = math.ceil(max(img.size) / WORK_SIDE)
             if shrink > 1:  # JPEG: decode at 1/2, 1/4 or 1/8 of the size straight away

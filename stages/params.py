@@ -75,6 +75,14 @@ def _val_size(max_count: int):
     return check, f"must be a count >= 1 or a fraction in (0, 1); counts stop at {max_count}"
 
 
+def _image_size(hi: int):
+    item, _ = _int(1, hi)
+
+    def check(v):
+        return v == "auto" or isinstance(v, list) and len(v) == 2 and all(map(item, v))
+    return check, f"must be auto or [height, width] in pixels (each an integer from 1 to {hi}), e.g. [28, 28]"
+
+
 # The upper bounds catch values that can never make sense, so that the message names the
 # key - rather than a stage failing later (or allocating without end) about something else.
 # Whether a legal network fits in memory is train's question, not the schema's.
@@ -86,12 +94,17 @@ CHANNELS = 4096              # twice the widest ResNet block (2048)
 
 SCHEMA: dict[str, dict[str, tuple]] = {
     "fetch": {
-        "dataset": _choice("mnist", "fashion-mnist", "digits"),
+        "dataset": _choice("mnist", "fashion-mnist", "digits", "idx", "folder"),
         "source": _str(4096),  # PATH_MAX: a longer path cannot be opened (nor a URL fetched)
         # each whole HTTP request (10 MB at most) must end within it: a day is a hang, and
         # 1e300 would overflow the socket's timeout (an OverflowError, not a message)
         "timeout": _float(0, 86400, lo_open=True, hi_open=False, text="must be a number of seconds > 0 and <= 86400"),
         "retries": _int(0, 10),
+        # folder only: the size every image is brought to; auto = the one size they all share
+        "image_size": _image_size(1600),  # read_gray reads at most 1600 pixels on the longer side
+        # folder without train/ + test/: the test split made by fetch (stratified, seeded)
+        "test_size": _val_size(10 ** 9),
+        "seed": SEED,
     },
     "prepare": {
         "val_size": _val_size(10 ** 9),  # a billion 28x28 images is 784 GB: no split is bigger

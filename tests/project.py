@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-COPY = ["nn", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots",
-        ".gitignore"]
+COPY = ["nn", "stages", "data/source", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
+        ".dvc/plots", ".gitignore"]
 
 # small, fast settings for the bundled 8x8 digits
 DIGITS = {

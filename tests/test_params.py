@@ -75,7 +75,8 @@ def stage(project, name: str, content, memory: int = 2 * GIB, timeout: float = 6
     (project.path / "params.yaml").write_bytes(content if isinstance(content, bytes) else content.encode())
     proc = subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=project.path, env=env(),
                           capture_output=True, text=True, timeout=timeout, preexec_fn=address_space_cap(memory))
-    assert not (project.path / "data").exists() and not (project.path / "models").exists()
+    outputs = ("data/raw", "data/prepared", "data/predictions", "models")  # data/source is an input
+    assert not any((project.path / out).exists() for out in outputs)
     return proc
 
 

@@ -1,0 +1,195 @@
+"""fetch.dataset folder: your images, one sub-folder per class -> the four idx files.
+
+Layout: <source>/<class>/<image>, split by fetch (stratified, seeded: fetch.test_size,
+fetch.seed), or <source>/train/<class>/... + <source>/test/<class>/... (your split, kept).
+The classes are the sub-folder names, sorted; a test split may lack a class, not add one.
+An image is a file whose suffix Pillow reads (hidden files skipped, others logged); it is
+read as grey levels exactly as predict reads one (stages/images.py) and brought to
+fetch.image_size: auto (the size they all share, else an error naming two files that
+differ) or [H, W] (resized). Images are stored in the order class, then file name.
+
+Bounded whatever the folder holds: at most MAX_CLASSES classes (labels are one byte) and
+MAX_FILES images; N x H x W bytes of pixels at most MAX_IDX_BYTES (1 GiB) all told,
+checked from the file count and the first image's size before anything is allocated.
+One image is decoded at a time and kept as uint8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
+
+from nn.data import MAX_IDX_BYTES, to_idx
+from stages.common import StageError, log
+from stages.datasets import FILES
+from stages.images import open_image, read_gray
+
+SOURCE_ROOT = Path("data/source")  # fetch's DVC dependency (dvc.yaml): a changed image reruns fetch
+MAX_CLASSES = 256  # idx labels are one byte each
+MAX_FILES = 2_000_000  # file names and hashes held: about 300 bytes each
+MAX_FILE_BYTES = 256 << 20  # one image file; read once, hashed and decoded from memory
+Image.init()
+SUFFIXES = frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def _entries(path: Path) -> list[os.DirEntry]:
+    """The non-hidden entries of a folder, sorted by name."""
+    try:
+        with os.scandir(path) as it:
+            return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        raise StageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _class_dirs(root: Path) -> list[str]:
+    names = [e.name for e in _entries(root) if e.is_dir()]
+    if len(names) > MAX_CLASSES:
+        raise StageError(f"{root}: {len(names)} class folders, over {MAX_CLASSES}, the most one-byte labels "
+                         "can tell apart")
+    return names
+
+
+def _images(folder: Path, budget: int) -> list[str]:
+    """The image files directly in a class folder, sorted; others are logged and skipped."""
+    images, others = [], 0
+    for e in _entries(folder):
+        if Path(e.name).suffix.lower() in SUFFIXES and not e.is_dir():
+            images.append(e.name)
+            if len(images) > budget:
+                raise StageError(f"{folder}: more than {MAX_FILES} images in all, the cap (MAX_FILES in "
+                                 "stages/folder.py)")
+        else:
+            others += 1
+    if others:
+        log.warning("%s: skipped %d entries that are not image files", folder, others)
+    return images
+
+
+def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """-> (classes, {split: [(file relative to root, label)]}); split is 'all', or 'train' + 'test'."""
+    top = _class_dirs(root)
+    if "train" in top and "test" in top:
+        if set(top) != {"train", "test"}:
+            extra = next(d for d in top if d not in ("train", "test"))
+            raise StageError(f"{root}: holds train/ and test/ and also {extra}/; put every class folder "
+                             "inside train/ and test/, or drop train/ and test/ to let fetch split")
+        splits = {"train": _class_dirs(root / "train"), "test": _class_dirs(root / "test")}
+        classes = splits["train"]
+        if extra := sorted(set(splits["test"]) - set(classes)):
+            raise StageError(f"{root / 'test' / extra[0]}: a class the train split does not have")
+    else:
+        splits, classes = {"all": top}, top
+    if len(classes) < 2:
+        where = root / "train" if "train" in splits else root
+        raise StageError(f"{where}: holds {len(classes)} class folder{'s' * (len(classes) != 1)} "
+                         f"({', '.join(classes) or 'none'}); a classifier needs two or more, one per class")
+    files, total = {}, 0
+    for split, names in splits.items():
+        base = root / split if split != "all" else root
+        files[split] = []
+        for name in names:
+            images = _images(base / name, MAX_FILES - total)
+            if not images and split != "test":
+                raise StageError(f"{base / name}: an empty class folder (no image files); add images or remove it")
+            total += len(images)
+            rel = (Path(split) / name if split != "all" else Path(name))
+            files[split] += [((rel / f).as_posix(), classes.index(name)) for f in images]
+    return classes, files
+
+
+def _split(files: list[tuple[str, int]], test_size, seed: int) -> dict[str, list[tuple[str, int]]]:
+    labels = [label for _, label in files]
+    try:
+        train, test = train_test_split(files, test_size=test_size, random_state=seed, stratify=labels)
+    except ValueError as exc:
+        raise StageError(f"params.yaml: fetch.test_size {test_size} cannot split these {len(files)} images "
+                         f"stratified ({exc})") from None
+    return {"train": sorted(train, key=lambda f: (f[1], f[0])), "test": sorted(test, key=lambda f: (f[1], f[0]))}
+
+
+def _read(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise StageError(f"{path}: {size} bytes, over {MAX_FILE_BYTES >> 20} MiB, the cap for one image file")
+        return path.read_bytes()
+    except OSError as exc:
+        raise StageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _to_size(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if gray.shape != size:
+        gray = np.asarray(Image.fromarray(gray).resize(size[::-1], Image.Resampling.BILINEAR))
+    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+
+
+def _target_size(root: Path, first: str, image_size) -> tuple[int, int]:
+    """The size every image is brought to: fetch.image_size, or (auto) the first image's as
+    read_gray reads it (a side over WORK_SIDE shrunk), decoded once here."""
+    if image_size != "auto":
+        return tuple(image_size)
+    with open_image(root / first) as img:  # its header first: a huge one is refused undecoded
+        w, h = img.size
+    if w * h > MAX_IDX_BYTES:
+        raise StageError(f"{root / first}: {w}x{h} pixels; set fetch.image_size to a smaller [height, width]")
+    return read_gray(root / first).shape
+
+
+def decode(root: Path, splits: dict, image_size) -> tuple[dict, dict[str, str], tuple[int, int]]:
+    """-> ({split: (x uint8 (N, H, W), y uint8 (N,))}, {file: sha256}, (H, W))."""
+    n = sum(len(f) for f in splits.values())
+    first = next(f for files in splits.values() for f, _ in files)  # train's first
+    size = _target_size(root, first, image_size)
+    need = n * size[0] * size[1]
+    if need > MAX_IDX_BYTES:
+        raise StageError(f"{root}: {n} images of {size[0]}x{size[1]} pixels are {need / 2 ** 30:.1f} GiB, over the "
+                         f"{MAX_IDX_BYTES >> 30} GiB cap for the images (MAX_IDX_BYTES); set a smaller "
+                         "fetch.image_size or use fewer images")
+    out, sha = {}, {}
+    with tqdm(total=n, unit="img", desc="reading images", disable=None) as bar:
+        for split, files in splits.items():
+            x = np.empty((len(files), *size), dtype=np.uint8)
+            for i, (rel, _) in enumerate(files):
+                data = _read(root / rel)
+                sha[rel] = hashlib.sha256(data).hexdigest()
+                gray = read_gray(root / rel, data)
+                if image_size == "auto" and gray.shape != size:
+                    raise StageError(f"{root / rel}: {gray.shape[0]}x{gray.shape[1]} pixels but {root / first} is "
+                                     f"{size[0]}x{size[1]}; set fetch.image_size: [height, width] in params.yaml "
+                                     "to bring every image to one size")
+                x[i] = _to_size(gray, size)
+                bar.update()
+            out[split] = (x, np.array([label for _, label in files], dtype=np.uint8))
+    return out, sha, size
+
+
+def dataset(source: str, image_size, test_size, seed: int) -> tuple[dict[str, bytes], dict]:
+    """fetch.source's images -> (the four idx files, dataset.json)."""
+    root = Path(source)
+    inside = SOURCE_ROOT.resolve()
+    if not root.is_dir():
+        raise StageError(f"params.yaml: fetch.source {source}: no such folder (fetch.dataset folder wants the "
+                         f"folder of class sub-folders, {SOURCE_ROOT} or a folder inside it)")
+    if root.resolve() != inside and inside not in root.resolve().parents:
+        raise StageError(f"params.yaml: fetch.source {source} must be {SOURCE_ROOT} or a folder inside it when "
+                         f"fetch.dataset is folder ({SOURCE_ROOT} is fetch's DVC dependency: a changed image "
+                         "reruns fetch); move or copy the images there")
+    classes, files = scan(root)
+    split_by = "the train/ and test/ folders" if "train" in files else f"fetch (test_size {test_size}, seed {seed})"
+    splits = files if "train" in files else _split(files["all"], test_size, seed)
+    arrays, sha, size = decode(root, splits, image_size)
+    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+    if len(y_te) == 0:
+        raise StageError(f"{root / 'test'}: holds no images; the test split needs some")
+    log.info("%d classes; %d train and %d test images of %dx%d, split by %s", len(classes), len(y_tr), len(y_te),
+             *size, split_by)
+    files_out = dict(zip(FILES, (to_idx(x_tr), to_idx(y_tr), to_idx(x_te), to_idx(y_te))))
+    meta = {"name": "folder", "classes": classes, "shape": list(size), "source": source, "split": split_by,
+            "counts": {"train": len(y_tr), "test": len(y_te)}, "sha256": sha}
+    return files_out, meta

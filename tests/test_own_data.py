@@ -1,0 +1,154 @@
+"""Your own data: fetch.dataset idx (any four idx files) and folder (a folder of labelled
+images), through the whole pipeline; every bad folder gets one line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages.datasets import FILES
+from tests.project import DIGITS, Project, assert_clean_failure
+
+SHAPES = ("bar", "bottom_right", "top_left")  # separable: a bright bar, or a bright square in a corner
+
+
+def draw(name: str, size: int, rng) -> np.ndarray:
+    a = rng.integers(0, 60, (size, size)).astype(np.uint8)
+    h = size // 2
+    if name == "top_left":
+        a[:h, :h] = 230
+    elif name == "bottom_right":
+        a[h:, h:] = 230
+    else:
+        a[:, h - 1:h + 1] = 230
+    return a
+
+
+def make_images(root, count: int, size: int = 10, classes=SHAPES, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(draw(name, size, rng)).save(root / name / f"{i:03d}.png")
+
+
+FOLDER = {**DIGITS, "fetch": {"dataset": "folder", "source": "data/source/shapes"}, "prepare": {"val_size": 6},
+          "train": {**DIGITS["train"], "epochs": 8, "batch_size": 16}}
+
+
+@pytest.fixture
+def project(tmp_path):
+    return Project(tmp_path / "p", FOLDER)
+
+
+# -- fetch.dataset: idx -------------------------------------------------------------------
+def test_idx_from_a_folder_gives_the_same_bytes_as_the_named_dataset(tmp_path):
+    """digits -> data/raw; its four idx files (two gzipped) as fetch.dataset idx: byte-identical."""
+    project = Project(tmp_path / "p", DIGITS)
+    assert project.stage("fetch").returncode == 0
+    raw = project.path / "data" / "raw"
+    before = {name: (raw / name).read_bytes() for name in FILES}
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for i, name in enumerate(FILES):
+        if i % 2:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(before[name], mtime=0))
+        else:
+            (folder / name).write_bytes(before[name])
+    project.set_params({"fetch": {"dataset": "idx", "source": str(folder)}})
+    proc = project.stage("fetch")
+    assert proc.returncode == 0, proc.stderr
+    assert {name: (raw / name).read_bytes() for name in FILES} == before
+    meta = json.loads((raw / "dataset.json").read_text())
+    assert meta["classes"] == [str(d) for d in range(10)] and meta["shape"] == [8, 8]
+    assert meta["sha256"]["train-images-idx3-ubyte"] in proc.stderr  # logged too
+    (folder / "classes.txt").write_text("\n".join(f"digit {d}" for d in range(10)) + "\n")
+    assert project.stage("fetch").returncode == 0
+    assert json.loads((raw / "dataset.json").read_text())["classes"][3] == "digit 3"
+    (folder / "classes.txt").write_text("zero\none\n")
+    assert_clean_failure(project.stage("fetch"), "classes.txt: names 2 classes but the labels go up to 9")
+    project.set("fetch.source", "auto")
+    assert_clean_failure(project.stage("fetch"), "fetch.source must be the folder or URL")
+
+
+# -- fetch.dataset: folder, the whole pipeline ------------------------------------------------
+def test_a_folder_of_images_trains_and_reruns_exactly_when_an_image_changes(project):
+    source = project.path / "data" / "source" / "shapes"
+    make_images(source, 20)
+    assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+    metrics = json.loads((project.path / "reports" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.9, metrics  # chance is 1/3
+    meta = json.loads((project.path / "data" / "raw" / "dataset.json").read_text())
+    assert meta["classes"] == list(SHAPES) and meta["shape"] == [10, 10]
+    assert meta["counts"] == {"train": 48, "test": 12} and len(meta["sha256"]) == 60
+    assert project.repro() == []  # an unchanged folder reruns nothing
+    for name in SHAPES:  # one image of each class changed: some land in the training split
+        Image.fromarray(np.full((10, 10), 128, np.uint8)).save(source / name / "019.png")
+    assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+
+
+def test_a_train_test_split_and_images_of_two_sizes(project):
+    source = project.path / "data" / "source" / "shapes"
+    make_images(source / "train", 8, size=10)
+    make_images(source / "test", 3, size=12, seed=1)
+    assert_clean_failure(project.stage("fetch"), "fetch.image_size", "test/bar/000.png: 12x12 pixels but",
+                         "train/bar/000.png is 10x10")
+    project.set("fetch.image_size", [8, 8])
+    proc = project.stage("fetch")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((project.path / "data" / "raw" / "dataset.json").read_text())
+    assert meta["counts"] == {"train": 24, "test": 9} and meta["shape"] == [8, 8]
+    assert "train/bar/000.png" in meta["sha256"] and meta["split"].startswith("the train/ and test/")
+
+
+# -- a bad folder: one line, data/raw kept -------------------------------------------------
+def _empty_class(src):
+    make_images(src, 3)
+    for f in (src / "bar").iterdir():
+        f.unlink()
+
+
+def _unreadable(src):
+    make_images(src, 5)
+    (src / "bar" / "001.png").write_bytes(b"not a png")
+
+
+def _many_classes(src):
+    for i in range(257):
+        (src / f"c{i:03d}").mkdir(parents=True)
+
+
+@pytest.mark.parametrize("make,patterns", [
+    (_empty_class, ["shapes/bar: an empty class folder"]),
+    (lambda src: make_images(src, 3, classes=("only",)), ["holds 1 class folder (only)", "two or more"]),
+    (_unreadable, ["shapes/bar/001.png: not an image that can be read"]),
+    (_many_classes, ["257 class folders, over 256"]),
+    (lambda src: make_images(src, 1), ["fetch.test_size 0.2 cannot split these 3 images"]),
+])
+def test_a_bad_folder_gets_one_line_and_keeps_data_raw(project, make, patterns):
+    raw = project.path / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "dataset.json").write_text("{}")  # an earlier output, to be kept
+    make(project.path / "data" / "source" / "shapes")
+    assert_clean_failure(project.stage("fetch"), *patterns)
+    assert (raw / "dataset.json").read_text() == "{}"
+
+
+def test_the_pixel_total_is_checked_before_anything_is_allocated(project):
+    make_images(project.path / "data" / "source" / "shapes", 150, size=2)
+    project.set("fetch.image_size", [1600, 1600])  # 450 x 2.56 MB = 1.07 GiB
+    proc = project.stage("fetch", memory=1 << 30)
+    assert_clean_failure(proc, "450 images of 1600x1600 pixels are 1.1 GiB, over the 1 GiB cap")
+
+
+def test_the_source_must_be_inside_data_source(project, tmp_path):
+    make_images(tmp_path / "elsewhere", 3)
+    project.set("fetch.source", str(tmp_path / "elsewhere"))
+    assert_clean_failure(project.stage("fetch"), "must be data/source or a folder inside it")
+    shutil.rmtree(tmp_path / "elsewhere")
+    assert_clean_failure(project.stage("fetch"), "no such folder")
