@@ -16,6 +16,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from nn import serialize
 from nn.atomic import write_npz
 from stages import params as P
+from stages.command import run
 from stages.common import (
     CONFUSION,
     DATA_PREPARED,
@@ -25,7 +26,6 @@ from stages.common import (
     check_model_fits,
     load_split,
     log,
-    run,
     write_json,
 )
 

@@ -40,7 +40,8 @@ from nn.atomic import atomic_dir
 from nn.data import HEADER_MAX, MAX_IDX_BYTES, IdxError, from_idx, idx_header, to_idx
 from stages import download, folder
 from stages import params as P
-from stages.common import DATA_RAW, StageError, log, run, write_json
+from stages.command import run
+from stages.common import DATA_RAW, StageError, log, write_json
 from stages.datasets import DATASETS, FILES, Dataset, Mirror
 
 # Every file fetch reads - downloaded, in a folder, or once decompressed - is held to this.

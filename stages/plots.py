@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from nn import serialize  # noqa: E402
 from nn.atomic import atomic_file, write_text  # noqa: E402
 from stages import params as P  # noqa: E402
+from stages.command import run  # noqa: E402
 from stages.common import (  # noqa: E402
     DATA_PREPARED,
     FIGURES,
@@ -34,7 +35,6 @@ from stages.common import (  # noqa: E402
     log,
     read_json,
     read_npz,
-    run,
     write_json,
 )
 from stages.figures import (  # noqa: E402

@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from nn import serialize
-from stages.common import MODEL, Parser, StageError, run
+from stages.command import Parser, run
+from stages.common import MODEL, StageError
 from stages.images import read_gray
 
 INK = 0.15  # a pixel is ink when it stands out by this fraction of the strongest ink...

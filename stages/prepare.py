@@ -12,7 +12,8 @@ from sklearn.model_selection import train_test_split
 from nn.atomic import write_npz
 from nn.data import MAX_IDX_BYTES, from_idx
 from stages import params as P
-from stages.common import DATA_PREPARED, DATA_RAW, StageError, log, read_json, run
+from stages.command import run
+from stages.common import DATA_PREPARED, DATA_RAW, StageError, log, read_json
 
 
 def read_idx(path) -> np.ndarray:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from stages.common import Parser, StageError, run
+from stages.command import Parser, run
+from stages.common import StageError
 
 # (words in the error DVC's file system raises, the cause in plain words, what to do)
 CAUSES = [

@@ -25,7 +25,8 @@ from nn.model import Sequential, cnn_spec, mlp_spec, training_bytes
 from nn.optim import OPTIMIZERS, SCHEDULES
 from nn.train import DivergenceError, FitOptions, fit
 from stages import params as P
-from stages.common import DATA_PREPARED, MODEL, TIMING, StageError, load_split, log, run, write_json
+from stages.command import run
+from stages.common import DATA_PREPARED, MODEL, TIMING, StageError, load_split, log, write_json
 
 
 def model_spec(pm, input_shape, classes, x_train) -> dict:

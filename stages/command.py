@@ -1,0 +1,166 @@
+"""How a stage (or a command like predict) runs: its command line, logging, the one-line
+errors, signals, and outputs written all-or-none - the one place every stage goes through
+(`run(main)` at the bottom of each stage script)."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import logging
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+from nn.atomic import all_or_none
+from stages import outputs, pins
+from stages.common import StageError, log
+
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """Linux: stop (SIGTERM) when the parent process - dvc repro - dies, rather than
+    train on unseen; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError as '<file>: <reason>; <what to do>'."""
+    reason = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: "free some disk space and rerun", errno.EDQUOT: "free some disk space and rerun",
+            errno.EACCES: "check the file's permissions", errno.EPERM: "check the file's permissions",
+            errno.EROFS: "the file system is read-only; run from a writable copy"}.get(exc.errno, "")
+    where = exc.filename if exc.filename is not None else "a file"
+    return f"{where}: {reason}" + (f"; {hint}" if hint else "")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported as the project's one `error:` line (exit 2)
+    and the module docstring shown as written (its lists and examples keep their lines)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+class _Prefixed(logging.Formatter):
+    """Every line of a log message starts with the command's name (`train: ...`), the lines of
+    a multi-line message (the model's summary) too."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(f"{self.name}: {line}" for line in super().format(record).splitlines() or [""])
+
+
+def command_name(module: dict) -> str:
+    """'train' for the globals of stages.train, however it is run: `python -m stages.train`
+    (its __name__ is then '__main__'), runpy, or `python stages/train.py`."""
+    spec = module.get("__spec__")
+    name = spec.name if spec is not None else module.get("__name__", "__main__")
+    if name == "__main__":
+        name = Path(module.get("__file__") or "stage").stem
+    return name.rpartition(".")[2]
+
+
+def _stage_epilog(name: str) -> str:
+    """What --help says about a stage beyond its docstring: its params sections, inputs and
+    outputs, from its entry in dvc.yaml (the one place they are declared)."""
+    entry = outputs.spec(name)
+    sections = list(dict.fromkeys(str(key).split(".")[0] for key in entry.get("params") or []))
+    inputs = [str(dep) for dep in entry.get("deps") or [] if not str(dep).endswith(".py")]
+    made = [str(path) for path in outputs.declared(name)]
+    settings = (f": its settings are the {' and '.join(sections)} section{'s' * (len(sections) > 1)} of params.yaml"
+                if sections else "")
+    said = [f"Takes no arguments{settings}."]
+    if inputs:
+        said.append(f"Reads {', '.join(inputs)}.")
+    if made:
+        said.append(f"Writes {', '.join(made)}.")
+    if entry:
+        said.append(f"Run it with `dvc repro {name}` (which first reruns the stages before it whose inputs "
+                    f"changed) or `dvc repro` for the whole pipeline; `dvc params diff` shows which settings "
+                    f"changed since the last commit.")
+    else:
+        said.append("Run it from the project's root, as `dvc repro` does.")
+    return textwrap.fill(" ".join(said), width=88)
+
+
+def _parse(module: dict, name: str, parser: argparse.ArgumentParser | None) -> argparse.Namespace:
+    """The command line: `parser`'s arguments, or - for a stage - none but --help."""
+    if parser is None:
+        parser = Parser(prog=f"python -m stages.{name}", description=(module.get("__doc__") or "").strip(),
+                        epilog=_stage_epilog(name))
+    return parser.parse_args(sys.argv[1:])
+
+
+def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.ArgumentParser | None = None) -> None:
+    """Run a stage's main(): log to stderr; expected errors -> one line, exit 1.
+
+    The command line is read first: a stage takes no arguments but --help (its module
+    docstring and what dvc.yaml says it reads and writes); a command with arguments
+    passes its `parser` and gets main(args). A usage mistake is one `error:` line, exit
+    2, and nothing runs. Each log line starts with the command's name (`train: ...`).
+
+    Expected errors are StageError, ValueError (bad params, bad files: the nn
+    loaders raise it), OSError (a disk or permission problem: the line names the
+    file) and MemoryError (`memory_hint` says which params to lower). Anything else
+    is a bug and keeps its traceback. SIGINT, SIGTERM and SIGHUP stop the stage
+    cleanly. Every output is written all-or-none (nn.atomic.all_or_none); under
+    `dvc repro`, which deletes the outputs before the run, a failed run puts the
+    previous ones back (stages/outputs.py).
+    """
+    module = main.__globals__  # the stage module's namespace, even when runpy runs it
+    name = command_name(module)
+    args = _parse(module, name, parser)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Prefixed(name))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    log.info("bits: %s", pins.describe())
+    stage = os.environ.get("DVC_STAGE", "")  # set by dvc for the command of the stage it runs
+    for signum in STOPS:
+        signal.signal(signum, _stop)
+    if stage:
+        _die_with_parent()
+    try:
+        with all_or_none():
+            if parser is None:
+                main()
+            else:
+                main(args)
+    except BaseException as exc:
+        for signum in STOPS:  # a second Ctrl-C or kill must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
+        if stage:
+            outputs.restore(stage, log)
+        if not isinstance(exc, (StageError, ValueError, OSError, MemoryError, KeyboardInterrupt)):
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            message, status = f"interrupted ({exc.args[0] if exc.args else 'SIGINT'}); no output was changed", 130
+        elif isinstance(exc, MemoryError):
+            message, status = "out of memory" + (f"; {memory_hint}" if memory_hint else ""), 1
+        elif isinstance(exc, OSError):
+            message, status = describe_os_error(exc), 1
+        else:
+            message, status = str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 1
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(status)
+    if stage:
+        outputs.keep(stage)
