@@ -61,24 +61,34 @@ def wait_for_port(server, port: int) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """A real S3 server (moto_server) on 127.0.0.1 -> its endpoint URL."""
+def moto_server(**environment):
+    """Run a real S3 server (moto_server) on 127.0.0.1 for the caller's `yield from` -> its endpoint URL."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env={**os.environ, **environment}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     wait_for_port(server, port)
     yield f"http://127.0.0.1:{port}"
     server.terminate()
     server.wait()
 
 
-def new_bucket(endpoint: str) -> str:
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3 server on 127.0.0.1 -> its endpoint URL."""
+    yield from moto_server()
+
+
+def s3_client(endpoint):
     import boto3
 
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
+
+
+def new_bucket(endpoint: str) -> str:
     name = f"team-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=name)
+    s3_client(endpoint).create_bucket(Bucket=name)
     return name
 
 
@@ -191,14 +201,7 @@ def test_the_default_remote_needs_no_set_up_and_experiments_travel(tmp_path, hom
 @pytest.fixture(scope="module")
 def s3_strict():
     """A second S3 server that checks credentials (and knows none)."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(server, port)
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait()
+    yield from moto_server(INITIAL_NO_AUTH_ACTION_COUNT="0")
 
 
 @pytest.mark.parametrize("breakage,dvc_says,we_say", [
@@ -235,23 +238,23 @@ def test_the_remote_check_says_a_good_remote_is_reachable(team_a, s3, tmp_path):
     assert "remote 'local'" in proc.stdout and "empty: the first dvc push fills it" in proc.stdout
 
 
-def s3_client(endpoint):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                        region_name="us-east-1")
-
-
-def test_a_file_missing_from_the_remote_is_named_and_the_rest_is_pulled(team_a, s3, tmp_path):
-    a, _, baseline, _ = team_a
+def pushed_elsewhere(a, s3, tmp_path) -> tuple[str, str]:
+    """Another machine with A's outputs pushes them to a fresh bucket -> (bucket, the model's object key)."""
     bucket = new_bucket(s3)
     a2 = clone(a.path, tmp_path / "a2")
     shutil.copytree(a.path / ".dvc/cache", a2.path / ".dvc/cache")
     a2.dvc("checkout")
     use_s3(a2, s3, bucket)
-    a2.dvc("push")  # another machine pushed ... but the model's object is lost
+    a2.dvc("push")
     md5 = locked_md5(a, "train", "models/model.npz")
-    s3_client(s3).delete_object(Bucket=bucket, Key=f"store/files/md5/{md5[:2]}/{md5[2:]}")
+    return bucket, f"store/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def test_a_file_missing_from_the_remote_is_named_and_the_rest_is_pulled(team_a, s3, tmp_path):
+    a, _, baseline, _ = team_a
+    bucket, key = pushed_elsewhere(a, s3, tmp_path)
+    s3_client(s3).delete_object(Bucket=bucket, Key=key)  # ... but the model's object is lost
+    md5 = locked_md5(a, "train", "models/model.npz")
     b = clone(a.path, tmp_path / "b")
     use_s3(b, s3, bucket)
     proc = b.dvc("pull", check=False)
@@ -264,15 +267,8 @@ def test_a_file_missing_from_the_remote_is_named_and_the_rest_is_pulled(team_a, 
 
 def test_a_corrupted_object_in_the_remote_is_caught_by_dvc_hash_check(team_a, s3, tmp_path):
     """With `verify = true` on the remote (the README's team set-up), DVC hashes what it downloads."""
-    a, bucket, baseline, _ = team_a
-    bucket = new_bucket(s3)
-    a2 = clone(a.path, tmp_path / "a2")
-    shutil.copytree(a.path / ".dvc/cache", a2.path / ".dvc/cache")
-    a2.dvc("checkout")
-    use_s3(a2, s3, bucket)
-    a2.dvc("push")
-    md5 = locked_md5(a, "train", "models/model.npz")
-    key = f"store/files/md5/{md5[:2]}/{md5[2:]}"
+    a, _, _, _ = team_a
+    bucket, key = pushed_elsewhere(a, s3, tmp_path)
     client = s3_client(s3)
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     client.put_object(Bucket=bucket, Key=key, Body=body[:-8] + b"XXXXXXXX")
