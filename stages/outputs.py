@@ -65,12 +65,13 @@ def _link(src: Path, dst: Path, copy: bool = False) -> None:
     """dst becomes a hard link to src (or a copy: where asked, or where links are not possible)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.unlink(missing_ok=True)
-    try:
-        if copy:
-            raise OSError
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    if not copy:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
 
 
 def keep(stage: str) -> None:
