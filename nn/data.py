@@ -20,6 +20,22 @@ HEADER_MAX = 4 + 4 * 255  # the longest idx header: 255 dims
 MAX_IDX_BYTES = 2 ** 30
 
 
+# A stack of images is (N, H, W): grey levels, drawn dark-on-light like MNIST's digits, or
+# (N, H, W, C): C channels (1 grey, 3 RGB) of pictures shown as they are. Pixels are uint8.
+MAX_CHANNELS = 4
+
+
+def images_problem(shape) -> str | None:
+    """What is wrong with `shape` for a stack of images, or None: (N, H, W) or (N, H, W, C),
+    1 <= C <= MAX_CHANNELS, no side 0."""
+    shape = tuple(shape)
+    if len(shape) not in (3, 4) or 0 in shape[1:]:
+        return f"must be images (N, H, W) or (N, H, W, C), not shape {shape}"
+    if len(shape) == 4 and shape[3] > MAX_CHANNELS:
+        return f"has {shape[3]} channels per pixel (shape {shape}); at most {MAX_CHANNELS} are taken"
+    return None
+
+
 class IdxError(ValueError):
     """A byte string is not a well-formed uint8 idx file."""
 

@@ -59,9 +59,11 @@ def cnn_spec(input_shape, channels, hidden, dropout=0.0, n_classes=10) -> dict:
 
     Pooling before the ReLU gives exactly the usual conv -> ReLU -> pool network
     (max and ReLU commute: both are monotone), forward and backward, but the
-    ReLU then runs on a quarter of the values."""
-    h, w = input_shape
-    layers: list[dict] = [{"kind": "reshape", "shape": [h, w, 1]}]
+    ReLU then runs on a quarter of the values.
+
+    `input_shape` is (H, W) - grey images, given their one channel by a Reshape - or
+    (H, W, C): the first convolution reads the C channels."""
+    layers: list[dict] = [{"kind": "reshape", "shape": [*input_shape, 1]}] if len(input_shape) == 2 else []
     for filters in channels:
         layers += [{"kind": "conv2d", "filters": filters, "kernel": 3, "stride": 1, "padding": 1},
                    {"kind": "maxpool2d", "size": 2}, {"kind": "relu"}]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nn.atomic import write_text
+from nn.data import images_problem
 
 log = logging.getLogger("stages")
 
@@ -57,8 +58,8 @@ def read_npz(path: Path, keys: tuple[str, ...], stage: str) -> dict[str, np.ndar
 
 
 def load_split(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A prepared split -> (x uint8 (N, H, W), y uint8 (N,), class names), checked against
-    what prepare writes: anything else is one StageError naming the file."""
+    """A prepared split -> (x uint8 (N, H, W) or (N, H, W, C), y uint8 (N,), class names), checked
+    against what prepare writes: anything else is one StageError naming the file."""
     split = read_npz(path, ("x", "y", "classes"), "prepare")
     x, y, classes = split["x"], split["y"], split["classes"]
 
@@ -67,8 +68,10 @@ def load_split(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
     if classes.ndim != 1 or classes.dtype.kind != "U" or len(classes) < 2 or len(set(classes)) != len(classes):
         raise bad(f"'classes' must be two or more distinct names (got {classes.dtype} {classes.shape})")
-    if x.dtype != np.uint8 or x.ndim != 3 or 0 in x.shape[1:]:
-        raise bad(f"'x' must be uint8 images (N, H, W), not {x.dtype} {x.shape}")
+    if x.dtype != np.uint8:
+        raise bad(f"'x' must be uint8 images (N, H, W) or (N, H, W, C), not {x.dtype} {x.shape}")
+    if problem := images_problem(x.shape):
+        raise bad(f"'x' {problem}")
     if y.dtype != np.uint8 or y.shape != (len(x),):
         raise bad(f"'y' must be {len(x)} uint8 labels, not {y.dtype} {y.shape}")
     if len(y) == 0:

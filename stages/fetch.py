@@ -37,7 +37,7 @@ from typing import BinaryIO
 import numpy as np
 
 from nn.atomic import atomic_dir
-from nn.data import HEADER_MAX, MAX_IDX_BYTES, IdxError, from_idx, idx_header, to_idx
+from nn.data import HEADER_MAX, MAX_IDX_BYTES, IdxError, from_idx, idx_header, images_problem, to_idx
 from stages import download, folder
 from stages import params as P
 from stages.command import run
@@ -358,7 +358,7 @@ def parse_class_names(where: str, data: bytes) -> list[str]:
 
 def idx_dataset(source: str, timeout: float, retries: int) -> tuple[dict[str, bytes], dict]:
     """Any dataset's four idx files from a folder or URL -> (files, dataset.json), checked for
-    structure only (nothing pins them): images (N, H, W), labels (N,), classes from the
+    structure only (nothing pins them): images (N, H, W) or (N, H, W, C), labels (N,), classes from the
     source's classes.txt / classes.json, else "0".."C-1" for the C = max label + 1 classes."""
     if source == "auto":
         raise StageError("params.yaml: fetch.source must be the folder or URL holding the four idx files "
@@ -371,9 +371,11 @@ def idx_dataset(source: str, timeout: float, retries: int) -> tuple[dict[str, by
         raise StageError(f"fetch idx from {source}: {' '.join(str(exc).splitlines())}") from None
     for images, labels in (FILES[:2], FILES[2:]):
         x, y = arrays[images], arrays[labels]
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
-            raise StageError(f"{source}: {images} {x.shape} and {labels} {y.shape} must be N images (N, H, W) "
-                             "and their N labels, N >= 1")
+        if problem := images_problem(x.shape):
+            raise StageError(f"{source}: {images} {problem}")
+        if y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+            raise StageError(f"{source}: {images} {x.shape} and {labels} {y.shape} must be N images and their "
+                             "N labels, N >= 1")
     if arrays[FILES[0]].shape[1:] != arrays[FILES[2]].shape[1:]:
         raise StageError(f"{source}: train images are {arrays[FILES[0]].shape[1:]} but test images are "
                          f"{arrays[FILES[2]].shape[1:]}")
@@ -398,12 +400,13 @@ def idx_dataset(source: str, timeout: float, retries: int) -> tuple[dict[str, by
 def main() -> None:
     p = P.load("fetch")["fetch"]
     name, source, timeout, retries = p["dataset"], p["source"], p["timeout"], p["retries"]
-    image_size, test_size, seed = p["image_size"], p["test_size"], p["seed"]  # read by every dataset: one DAG
+    image_size, color = p["image_size"], p["color"]  # read by every dataset: one DAG
+    test_size, seed = p["test_size"], p["seed"]
     if name == "idx":
         files, meta = idx_dataset(source, timeout, retries)
         label = source
     elif name == "folder":
-        files, meta = folder.dataset(source, image_size, test_size, seed)
+        files, meta = folder.dataset(source, image_size, color, test_size, seed)
         label = source
     else:
         dataset = DATASETS[name]

@@ -1,7 +1,7 @@
 """The figures about the test set: what the model answered, where it errs, how sure it is.
 
 Pure functions: arrays in, a matplotlib Figure out (stages/plots.py saves them).
-x: (N, H, W) uint8 images, y: (N,) labels, probs: (N, C) probabilities, classes: C names.
+x: (N, H, W) or (N, H, W, C) uint8 images, y: (N,) labels, probs: (N, C) probabilities, classes: C names.
 """
 
 from __future__ import annotations
@@ -31,6 +31,17 @@ def answer(pred: int, true: int, p: float, classes: list[str]) -> str:
     return said if pred == true else f"{said}\nbut is {classes[true]}"
 
 
+def show_image(ax, img) -> None:
+    """A uint8 image as its data means it: (H, W) a digit, dark ink on white paper as written;
+    (H, W, 1) a grey picture and (H, W, 3) an RGB one, as they are."""
+    if img.ndim == 2:
+        ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
+    elif img.shape[2] == 3:
+        ax.imshow(img)
+    else:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255)
+
+
 def image_grid(x, titles, colors, suptitle):
     n = len(x)
     cols = math.ceil(math.sqrt(n))
@@ -42,7 +53,7 @@ def image_grid(x, titles, colors, suptitle):
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title, color in zip(axes.flat, x, titles, colors):
-        ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
+        show_image(ax, img)
         ax.set_title(title, fontsize=8, color=color)
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()

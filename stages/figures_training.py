@@ -80,35 +80,51 @@ def first_layer(model):
 
 
 def weight_grid(images, titles, suptitle, label, blank=None):
-    """Weights as pictures, each on its own symmetric scale: red raises the unit, blue lowers it;
-    `blank` (H, W) True where no image has ink: those weights are drawn grey (they only add a constant)."""
+    """Weights as pictures, each on its own symmetric scale. (h, w) ones: red raises the unit, blue
+    lowers it; `blank` (h, w) True where no image has ink: those weights are drawn grey (they only add
+    a constant). (h, w, 3) ones, of RGB inputs, in colour: mid-grey is 0, and a pixel's colour is the
+    colour that raises the unit most there."""
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
     n = len(images)
     cols = min(8, n)
     rows = math.ceil(n / cols)
+    colour = images[0].ndim == 3
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 1.2, 1.35 * rows + 1.1), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
-        img = np.ma.masked_where(np.zeros(img.shape, bool) if blank is None else blank, img)
         scale = float(np.abs(img).max()) or 1.0
-        shown = ax.imshow(img / scale, cmap=cmap, vmin=-1, vmax=1)
+        if colour:
+            ax.imshow(np.clip(0.5 + 0.5 * img / scale, 0, 1))
+        else:
+            img = np.ma.masked_where(np.zeros(img.shape, bool) if blank is None else blank, img)
+            shown = ax.imshow(img / scale, cmap=cmap, vmin=-1, vmax=1)
         ax.set_title(title, fontsize=7)
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
-    bar = fig.colorbar(shown, cax=fig.add_axes((0.92, 0.15, 0.015, 0.6)), ticks=[-1, 0, 1])
-    bar.ax.set_yticklabels(["most\nnegative", "0", "most\npositive"], fontsize=7)
-    bar.set_label(label, fontsize=8)
+    if not colour:
+        bar = fig.colorbar(shown, cax=fig.add_axes((0.92, 0.15, 0.015, 0.6)), ticks=[-1, 0, 1])
+        bar.ax.set_yticklabels(["most\nnegative", "0", "most\npositive"], fontsize=7)
+        bar.set_label(label, fontsize=8)
     return fig
+
+
+def pictures(columns: np.ndarray, shape: tuple[int, ...]) -> tuple[list[np.ndarray], str]:
+    """Weight columns (inputs, units) -> one picture per unit, and what they show: (H, W) as they
+    are, (H, W, 1) grey and (H, W, 3) RGB inputs by their channels, other C by the first channel."""
+    images = [columns[:, u].reshape(shape) for u in range(columns.shape[1])]
+    if len(shape) == 2 or shape[2] == 3:
+        return images, ""
+    return [img[..., 0] for img in images], "" if shape[2] == 1 else f" (input channel 1 of {shape[2]})"
 
 
 def first_layer_figure(model, classes, x):
     """The weights of the first layer as images: an MLP's first Dense units as input-shaped
-    pictures (its first FIRST_UNITS; grey where none of the images `x` (N, H, W) has ink),
+    pictures (its first FIRST_UNITS; grey where none of the images `x` (N, H, W[, C]) has ink),
     a CNN's first Conv2D kernels."""
     found = first_layer(model)
     shape = tuple(model.input_shape)
-    if found and found[0] == "dense" and found[2].shape[0] == math.prod(shape) and len(shape) == 2:
+    if found and found[0] == "dense" and found[2].shape[0] == math.prod(shape) and len(shape) in (2, 3):
         _, i, w = found
         units = w.shape[1]
         if not any(layer.kind == "dense" for layer in model.layers[i + 1:]):  # no hidden layer: it is the output
@@ -117,22 +133,27 @@ def first_layer_figure(model, classes, x):
             shown = min(units, FIRST_UNITS)
             titles = [f"unit {u}" for u in range(shown)]
             what = f"the first {shown} of the {units} hidden units" if shown < units else f"its {units} hidden units"
-        images = [w[:, u].reshape(shape) for u in range(shown)]
+        images, which = pictures(w[:, :shown], shape)
         blank = x.max(axis=0) == 0
+        blank = blank if blank.ndim == 2 else blank.all(axis=2)
+        if images[0].ndim == 3:
+            how = "Mid-grey: 0; a colour: that colour there raises the unit"
+        else:
+            how = "Red: ink there raises the unit; blue: ink there lowers it"
         suptitle = (f"What the first layer looks for: {what}, each one's {w.shape[0]} input weights drawn as\n"
-                    f"a {shape[0]}x{shape[1]} image. Red: ink there raises the unit; blue: ink there lowers it"
+                    f"a {shape[0]}x{shape[1]} image{which}. {how}"
                     + ("; grey: no test image\never has ink there (those weights only add a constant)"
-                       if blank.any() else ""))
+                       if blank.any() and images[0].ndim == 2 else ""))
         return weight_grid(images, titles, suptitle, "weight (each picture on its own scale)", blank)
     if found and found[0] == "conv2d":
         _, i, w = found
         k = model.layers[i].kernel
         channels = w.shape[0] // (k * k)
-        images = [w[:, f].reshape(k, k, channels)[:, :, 0] for f in range(w.shape[1])]
-        suptitle = (f"What the first convolution looks for: its {w.shape[1]} {k}x{k} filters"
-                    + (" (input channel 1)" if channels > 1 else "")
-                    + "\nred: ink there raises the filter's output; blue: lowers it "
-                    "(a red line between blue ones finds such strokes)")
+        images, which = pictures(w, (k, k, channels))
+        suptitle = (f"What the first convolution looks for: its {w.shape[1]} {k}x{k} filters{which}\n"
+                    + ("mid-grey: 0; a colour: that colour there raises the filter's output"
+                       if channels == 3 else "red: ink there raises the filter's output; blue: lowers it "
+                       "(a red line between blue ones finds such strokes)"))
         return weight_grid(images, [f"filter {f}" for f in range(len(images))], suptitle,
                            "weight (each filter on its own scale)")
     fig, ax = plt.subplots(figsize=(6, 1.5))

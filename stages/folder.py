@@ -4,12 +4,13 @@ Layout: <source>/<class>/<image>, split by fetch (stratified, seeded: fetch.test
 fetch.seed), or <source>/train/<class>/... + <source>/test/<class>/... (your split, kept).
 The classes are the sub-folder names, sorted; a test split may lack a class, not add one.
 An image is a file whose suffix Pillow reads (hidden files skipped, others logged); it is
-read as grey levels exactly as predict reads one (stages/images.py) and brought to
-fetch.image_size: auto (the size they all share, else an error naming two files that
-differ) or [H, W] (resized). Images are stored in the order class, then file name.
+read as fetch.color says - gray (one channel) or rgb (three) - exactly as predict reads one
+for a model trained on it (stages/images.py), and brought to fetch.image_size: auto (the
+size they all share, else an error naming two files that differ) or [H, W] (resized).
+Images are stored (N, H, W, C), in the order class, then file name.
 
 Bounded whatever the folder holds: at most MAX_CLASSES classes (labels are one byte) and
-MAX_FILES images; N x H x W bytes of pixels at most MAX_IDX_BYTES (1 GiB) all told,
+MAX_FILES images; N x H x W x C bytes of pixels at most MAX_IDX_BYTES (1 GiB) all told,
 checked from the file count and the first image's size before anything is allocated.
 One image is decoded at a time and kept as uint8.
 """
@@ -17,6 +18,7 @@ One image is decoded at a time and kept as uint8.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from tqdm import tqdm
 from nn.data import MAX_IDX_BYTES, to_idx
 from stages.common import StageError, log
 from stages.datasets import FILES
-from stages.images import open_image, read_gray
+from stages.images import open_image, read_pixels, resize
 
 SOURCE_ROOT = Path("data/source")  # fetch's DVC dependency (dvc.yaml): a changed image reruns fetch
 MAX_CLASSES = 256  # idx labels are one byte each
@@ -123,53 +125,50 @@ def _read(path: Path) -> bytes:
         raise StageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _to_size(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if gray.shape != size:
-        gray = np.asarray(Image.fromarray(gray).resize(size[::-1], Image.Resampling.BILINEAR))
-    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-
-
 def _target_size(root: Path, first: str, image_size) -> tuple[int, int]:
     """The size every image is brought to: fetch.image_size, or (auto) the first image's as
-    read_gray reads it (a side over WORK_SIDE shrunk), decoded once here."""
+    read_pixels reads it (a side over WORK_SIDE shrunk), decoded once here."""
     if image_size != "auto":
         return tuple(image_size)
     with open_image(root / first) as img:  # its header first: a huge one is refused undecoded
         w, h = img.size
     if w * h > MAX_IDX_BYTES:
         raise StageError(f"{root / first}: {w}x{h} pixels; set fetch.image_size to a smaller [height, width]")
-    return read_gray(root / first).shape
+    return read_pixels(root / first).shape[:2]
 
 
-def decode(root: Path, splits: dict, image_size) -> tuple[dict, dict[str, str], tuple[int, int]]:
-    """-> ({split: (x uint8 (N, H, W), y uint8 (N,))}, {file: sha256}, (H, W))."""
+def decode(root: Path, splits: dict, image_size, color: str) -> tuple[dict, dict[str, str], tuple[int, int, int]]:
+    """-> ({split: (x uint8 (N, H, W, C), y uint8 (N,))}, {file: sha256}, (H, W, C))."""
     n = sum(len(f) for f in splits.values())
     first = next(f for files in splits.values() for f, _ in files)  # train's first
-    size = _target_size(root, first, image_size)
-    need = n * size[0] * size[1]
+    rgb = color == "rgb"
+    shape = (*_target_size(root, first, image_size), 3 if rgb else 1)
+    size = shape[:2]
+    need = n * math.prod(shape)
     if need > MAX_IDX_BYTES:
-        raise StageError(f"{root}: {n} images of {size[0]}x{size[1]} pixels are {need / 2 ** 30:.1f} GiB, over the "
+        raise StageError(f"{root}: {n} {color} images of {size[0]}x{size[1]} pixels are {need / 2 ** 30:.1f} GiB, "
+                         "over the "
                          f"{MAX_IDX_BYTES >> 30} GiB cap for the images (MAX_IDX_BYTES); set a smaller "
                          "fetch.image_size or use fewer images")
     out, sha = {}, {}
     with tqdm(total=n, unit="img", desc="reading images", disable=None) as bar:
         for split, files in splits.items():
-            x = np.empty((len(files), *size), dtype=np.uint8)
+            x = np.empty((len(files), *shape), dtype=np.uint8)
             for i, (rel, _) in enumerate(files):
                 data = _read(root / rel)
                 sha[rel] = hashlib.sha256(data).hexdigest()
-                gray = read_gray(root / rel, data)
-                if image_size == "auto" and gray.shape != size:
-                    raise StageError(f"{root / rel}: {gray.shape[0]}x{gray.shape[1]} pixels but {root / first} is "
-                                     f"{size[0]}x{size[1]}; set fetch.image_size: [height, width] in params.yaml "
+                levels = read_pixels(root / rel, data, rgb)
+                if image_size == "auto" and levels.shape[:2] != size:
+                    raise StageError(f"{root / rel}: {levels.shape[0]}x{levels.shape[1]} pixels but {root / first} "
+                                     f"is {size[0]}x{size[1]}; set fetch.image_size: [height, width] in params.yaml "
                                      "to bring every image to one size")
-                x[i] = _to_size(gray, size)
+                x[i] = resize(levels, size).reshape(shape)
                 bar.update()
             out[split] = (x, np.array([label for _, label in files], dtype=np.uint8))
-    return out, sha, size
+    return out, sha, shape
 
 
-def dataset(source: str, image_size, test_size, seed: int) -> tuple[dict[str, bytes], dict]:
+def dataset(source: str, image_size, color: str, test_size, seed: int) -> tuple[dict[str, bytes], dict]:
     """fetch.source's images -> (the four idx files, dataset.json)."""
     root = Path(source)
     inside = SOURCE_ROOT.resolve()
@@ -183,13 +182,13 @@ def dataset(source: str, image_size, test_size, seed: int) -> tuple[dict[str, by
     classes, files = scan(root)
     split_by = "the train/ and test/ folders" if "train" in files else f"fetch (test_size {test_size}, seed {seed})"
     splits = files if "train" in files else _split(files["all"], test_size, seed)
-    arrays, sha, size = decode(root, splits, image_size)
+    arrays, sha, shape = decode(root, splits, image_size, color)
     (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
     if len(y_te) == 0:
         raise StageError(f"{root / 'test'}: holds no images; the test split needs some")
-    log.info("%d classes; %d train and %d test images of %dx%d, split by %s", len(classes), len(y_tr), len(y_te),
-             *size, split_by)
+    log.info("%d classes; %d train and %d test %s images of %dx%d, split by %s", len(classes), len(y_tr),
+             len(y_te), color, *shape[:2], split_by)
     files_out = dict(zip(FILES, (to_idx(x_tr), to_idx(y_tr), to_idx(x_te), to_idx(y_te))))
-    meta = {"name": "folder", "classes": classes, "shape": list(size), "source": source, "split": split_by,
+    meta = {"name": "folder", "classes": classes, "shape": list(shape), "source": source, "split": split_by,
             "counts": {"train": len(y_tr), "test": len(y_te)}, "sha256": sha}
     return files_out, meta

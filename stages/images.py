@@ -1,11 +1,12 @@
-"""Reading a person's image file as grey levels, whatever its format.
+"""Reading a person's image file as grey levels or RGB, whatever its format.
 
 The size in the header is checked against MAX_PIXELS before anything is decoded;
 a multi-frame file (GIF, TIFF, APNG) gives its first frame; EXIF orientation is
 applied (phone photos); 16-bit, 32-bit and float pixels are scaled to 0..255;
 transparent pixels are filled with the background the picture implies (black
 strokes on a transparent canvas, as drawing apps export, land on white paper);
-colour becomes grey; an image larger than WORK_SIDE is shrunk while it is read.
+colour becomes grey (or grey becomes RGB, each channel the same); an image larger
+than WORK_SIDE is shrunk while it is read. `resize` brings pixels to a stated size.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def open_image(path: Path, data: bytes | None = None) -> Image.Image:
 def read_gray(path: Path, data: bytes | None = None) -> np.ndarray:
     """An image file (or its bytes `data`) -> float32 (H, W) grey levels 0..255, at most
     WORK_SIDE on its longer side."""
+    return read_pixels(path, data)
+
+
+def read_pixels(path: Path, data: bytes | None = None, rgb: bool = False) -> np.ndarray:
+    """An image file (or its bytes `data`) -> float32 levels 0..255, at most WORK_SIDE on its
+    longer side: (H, W) grey, or with `rgb` (H, W, 3) red, green, blue."""
     with open_image(path, data) as img:
         try:
             shrink = math.ceil(max(img.size) / WORK_SIDE)
@@ -65,9 +72,10 @@ def read_gray(path: Path, data: bytes | None = None) -> np.ndarray:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 ImageOps.exif_transpose(img, in_place=True)
-                mode, plain = img.mode, _plain(img)  # decodes the first frame
+                mode, plain = img.mode, _plain(img, rgb)  # decodes the first frame
             img.close()  # frees the decoded original before the shrinking
-            return _gray_levels(_fit(plain), sixteen_bit=mode.startswith("I;16"))
+            levels = _levels(_fit(plain), sixteen_bit=mode.startswith("I;16"))
+            return np.repeat(levels[..., None], 3, axis=2) if rgb and levels.ndim == 2 else levels
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise StageError(f"{path}: over Pillow's size limit ({exc}); scale it down") from None
         except MemoryError:
@@ -77,13 +85,16 @@ def read_gray(path: Path, data: bytes | None = None) -> np.ndarray:
             raise StageError(f"{path}: not an image that can be read ({exc}); save it as PNG or JPEG") from None
 
 
-def _plain(img: Image.Image) -> Image.Image:
+def _plain(img: Image.Image, rgb: bool = False) -> Image.Image:
     """Any mode -> one of the few handled below: I (16- and 32-bit integers), F (floats), LA (grey
-    with transparency: RGBA, PA, palette or colour key with a transparent entry) or L (the rest)."""
+    with transparency: RGBA, PA, palette or colour key with a transparent entry) or L (the rest);
+    with `rgb`, RGBA and RGB in place of LA and L (I and F are grey: made RGB after scaling)."""
     if img.mode == "F":
         return img.convert("F")
     if img.mode.startswith("I"):
         return img.convert("I")
+    if rgb:
+        return img.convert("RGBA" if img.has_transparency_data else "RGB")
     return img.convert("LA" if img.has_transparency_data else "L")
 
 
@@ -93,12 +104,14 @@ def _fit(img: Image.Image) -> Image.Image:
     return img.reduce(shrink) if shrink > 1 else img
 
 
-def _gray_levels(img: Image.Image, sixteen_bit: bool) -> np.ndarray:
-    """An L, LA, I or F image -> float32 grey levels 0..255, transparency filled in."""
+def _levels(img: Image.Image, sixteen_bit: bool) -> np.ndarray:
+    """An L, LA, RGB, RGBA, I or F image -> float32 levels 0..255, (H, W) or (H, W, 3),
+    transparency filled in."""
     values = np.asarray(img, dtype=np.float32)
-    if img.mode == "LA":
-        return _fill_transparent(values[..., 0], values[..., 1] / 255)
-    if img.mode == "L":
+    if img.mode in ("LA", "RGBA"):
+        color = values[..., :-1]
+        return _fill_transparent(color[..., 0] if img.mode == "LA" else color, values[..., -1] / 255)
+    if img.mode in ("L", "RGB"):
         return values
     return _to_8bit_range(np.nan_to_num(values, posinf=0, neginf=0), sixteen_bit)
 
@@ -111,13 +124,28 @@ def _to_8bit_range(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
     return np.clip(values, 0, full) * np.float32(255 / full)
 
 
-def _fill_transparent(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Grey + alpha (0..1) -> grey on the background the picture implies: a mostly opaque picture
-    is filled with its own median; strokes on a mostly transparent canvas get paper of the
-    opposite brightness (dark strokes -> white, light strokes -> black)."""
+def _fill_transparent(levels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Grey (H, W) or RGB (H, W, 3) + alpha (H, W, 0..1) -> the same on the background the picture
+    implies: a mostly opaque picture is filled with its own median (per channel); strokes on a
+    mostly transparent canvas get paper of the opposite brightness (dark strokes -> white, light
+    strokes -> black; for RGB, by the mean of the channels)."""
     if alpha.mean() >= 0.5:
-        background = float(np.median(gray[alpha >= 0.5]))
+        background = np.median(levels[alpha >= 0.5], axis=0).astype(np.float32)
     else:
-        stroke = float((gray * alpha).sum() / max(float(alpha.sum()), 1e-6))
-        background = 255.0 if stroke < 128 else 0.0
-    return gray * alpha + np.float32(background) * (1 - alpha)
+        bright = levels if levels.ndim == 2 else levels.mean(axis=2)
+        stroke = float((bright * alpha).sum() / max(float(alpha.sum()), 1e-6))
+        background = np.float32(255.0 if stroke < 128 else 0.0)
+    if levels.ndim == 3:
+        alpha = alpha[..., None]
+    return levels * alpha + background * (1 - alpha)
+
+
+def resize(levels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float levels (H, W) or (H, W, C) -> uint8 of `size` (H', W'), each channel resized
+    bilinearly as floats, then rounded."""
+    if levels.shape[:2] != tuple(size):
+        channels = [levels] if levels.ndim == 2 else [levels[..., c] for c in range(levels.shape[2])]
+        small = [np.asarray(Image.fromarray(np.asarray(c, np.float32)).resize(size[::-1], Image.Resampling.BILINEAR))
+                 for c in channels]
+        levels = small[0] if levels.ndim == 2 else np.stack(small, axis=2)
+    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)

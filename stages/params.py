@@ -101,7 +101,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "timeout": _float(0, 86400, lo_open=True, hi_open=False, text="must be a number of seconds > 0 and <= 86400"),
         "retries": _int(0, 10),
         # folder only: the size every image is brought to; auto = the one size they all share
-        "image_size": _image_size(1600),  # read_gray reads at most 1600 pixels on the longer side
+        "image_size": _image_size(1600),  # read_pixels reads at most 1600 pixels on the longer side
+        "color": _choice("gray", "rgb"),  # folder only: one channel or three
         # folder without train/ + test/: the test split made by fetch (stratified, seeded)
         "test_size": _val_size(10 ** 9),
         "seed": SEED,

@@ -2,10 +2,15 @@
 
     python -m stages.predict digit.png [more.jpg ...] [--json] [--top N] [--model models/model.npz]
 
-Any image Pillow reads is taken as grey levels (stages/images.py: 8/16-bit, float,
-colour, palette, transparent, animated, EXIF-rotated; huge ones refused unread).
+Any image Pillow reads is taken (stages/images.py: 8/16-bit, float, colour, palette,
+transparent, animated, EXIF-rotated; huge ones refused unread) as the model's inputs are:
 
-Each image is then turned into an MNIST-style input the way MNIST itself was made:
+A model of pictures - trained on images with a channel axis (H, W, C), as fetch.dataset
+folder makes them - gets each image exactly as fetch read its training images: grey (C = 1)
+or RGB (C = 3) levels, resized to H x W.
+
+A model of digits - trained on (H, W) grey images like MNIST - gets each image turned into
+an MNIST-style input the way MNIST itself was made:
 uneven lighting removed (the ink is measured against a smooth surface fitted to the paper,
 see paper_surface); inverted when the ink is darker than the paper; cropped to the ink (the
 pixels that stand out from the paper's noise, see ink_and_box); the longer side scaled to
@@ -30,7 +35,7 @@ from PIL import Image
 from nn import serialize
 from stages.command import Parser, run
 from stages.common import MODEL, StageError
-from stages.images import read_gray
+from stages.images import read_gray, read_pixels, resize
 
 INK = 0.15  # a pixel is ink when it stands out by this fraction of the strongest ink...
 NOISE = 5.0  # ... and by this many standard deviations of the paper's noise...
@@ -134,8 +139,12 @@ def to_frame(ink: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.round(255 * frame / frame.max()).astype(np.uint8)
 
 
-def to_input(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """An image file -> uint8 (H, W) in the model's input format (ink bright on black)."""
+def to_input(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """An image file -> uint8 in the model's input format: (H, W) a framed digit (ink bright on
+    black), or (H, W, C) the picture as fetch reads it (C = 1 grey, 3 RGB)."""
+    if len(shape) == 3:
+        return resize(read_pixels(path, rgb=shape[2] == 3), shape[:2]).reshape(shape)
+    size = shape
     found = ink_and_box(read_gray(path))
     if found is None:
         raise StageError(f"{path}: the image is empty (no ink found); the digit must stand out from its paper")
@@ -196,8 +205,10 @@ def main(argv=None) -> None:
 
 def predict(args: argparse.Namespace) -> None:
     model = serialize.load(args.model)
-    if len(model.input_shape) != 2:
-        raise StageError(f"{args.model}: expects inputs of shape {model.input_shape}, not 2-D images")
+    shape = tuple(model.input_shape)
+    if not (len(shape) == 2 or len(shape) == 3 and shape[2] in (1, 3)):
+        raise StageError(f"{args.model}: expects inputs of shape {shape}; predict reads images as (H, W) digits, "
+                         "(H, W, 1) grey or (H, W, 3) RGB pictures")
     results = classify(args.images, model, args.top)
     good = [r for r in results if "error" not in r]
     if args.json:

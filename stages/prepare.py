@@ -1,7 +1,7 @@
 """prepare: parse the idx files, split train/val (stratified, seeded), write uint8 npz.
 
-data/raw/ -> data/prepared/{train,val,test}.npz, each with x uint8 (N, H, W),
-y uint8 (N,) and the class names.
+data/raw/ -> data/prepared/{train,val,test}.npz, each with x uint8 (N, H, W) or
+(N, H, W, C), y uint8 (N,) and the class names.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from nn.atomic import write_npz
-from nn.data import MAX_IDX_BYTES, from_idx
+from nn.data import MAX_IDX_BYTES, from_idx, images_problem
 from stages import params as P
 from stages.command import run
 from stages.common import DATA_PREPARED, DATA_RAW, StageError, log, read_json
@@ -40,10 +40,10 @@ def read_classes(path) -> np.ndarray:
 
 
 def read_pair(raw, images: str, labels: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two idx files -> (x (N, H, W), y (N,)), checked against each other."""
+    """Two idx files -> (x (N, H, W[, C]), y (N,)), checked against each other."""
     x, y = read_idx(raw / images), read_idx(raw / labels)
-    if x.ndim != 3:
-        raise StageError(f"{raw / images}: expected images (N, H, W), got shape {x.shape}")
+    if problem := images_problem(x.shape):
+        raise StageError(f"{raw / images}: {problem}; rerun the fetch stage (dvc repro)")
     if y.ndim != 1:
         raise StageError(f"{raw / labels}: expected labels (N,), got shape {y.shape}")
     if 0 in x.shape:

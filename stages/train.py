@@ -100,6 +100,10 @@ def main() -> None:
         raise StageError(f"params.yaml: train.device: {exc}; set train.device to auto or cpu") from None
     x_train, y_train, classes = load_split(DATA_PREPARED / "train.npz")
     x_val, y_val, _ = load_split(DATA_PREPARED / "val.npz")
+    if x_val.shape[1:] != x_train.shape[1:]:
+        raise StageError(f"{DATA_PREPARED / 'val.npz'}: images of shape {x_val.shape[1:]} but "
+                         f"{DATA_PREPARED / 'train.npz'} holds {x_train.shape[1:]}; "
+                         "rerun the prepare stage (dvc repro)")
     rng = np.random.default_rng(pt["seed"])
     spec = model_spec(pm, x_train.shape[1:], classes, x_train)
     spec["training"] = {k: pt[k] for k in ("optimizer", "lr", "epochs", "batch_size", "schedule", "weight_decay",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -118,3 +119,8 @@ class Project:
 
     def read(self, rel: str) -> bytes:
         return (self.path / rel).read_bytes()
+
+    def digests(self, rels) -> dict[str, str]:
+        """{path: sha256 of its bytes} - what tests compare, so that a failure shows which file
+        changed in one short line instead of pages of bytes."""
+        return {rel: hashlib.sha256(self.read(rel)).hexdigest() for rel in rels}

@@ -71,7 +71,7 @@ def test_each_stage_reads_exactly_the_keys_dvc_yaml_declares(tmp_path, monkeypat
 # a different valid value for every key (dvc status only compares, nothing runs)
 CHANGES = {
     "fetch.dataset": "fashion-mnist", "fetch.source": "/some/folder", "fetch.timeout": 31, "fetch.retries": 1,
-    "fetch.image_size": [8, 8], "fetch.test_size": 0.3, "fetch.seed": 1,
+    "fetch.image_size": [8, 8], "fetch.color": "rgb", "fetch.test_size": 0.3, "fetch.seed": 1,
     "prepare.val_size": 150, "prepare.seed": 7,
     "model.kind": "cnn", "model.channels": [4], "model.hidden": [16], "model.activation": "tanh", "model.dropout": 0.3,
     "train.epochs": 3, "train.batch_size": 16, "train.optimizer": "sgd", "train.lr": 0.01, "train.momentum": 0.5,

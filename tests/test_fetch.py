@@ -184,6 +184,17 @@ def test_every_source_gives_the_same_bytes(server, digits_files, tmp_path):
     assert all(r == digits_files for r in results)
 
 
+def test_idx_from_a_url_gives_the_same_bytes_and_records_their_hashes(server, digits_files):
+    """fetch.dataset idx with a URL: the four .gz files downloaded, nothing pinned, every sha256
+    recorded; no classes.txt there (a 404): the classes are numbered."""
+    files, meta = F.idx_dataset(f"{server[0]}/ok/", 2, 0)
+    assert files == digits_files
+    assert meta["sha256"] == {name: hashlib.sha256(data).hexdigest() for name, data in digits_files.items()}
+    assert meta["classes"] == [str(d) for d in range(10)] and meta["shape"] == [8, 8]
+    with pytest.raises(StageError, match="HTTP 404"):
+        F.idx_dataset(f"{server[0]}/404/", 2, 0)
+
+
 @pytest.mark.parametrize("mode,why", [("404", "HTTP 404"), ("500", "HTTP 500"), ("garbage", "checksum"),
                                       ("slow", "no complete answer within 0.3 s")])
 def test_a_failing_mirror_falls_through_to_the_next(server, digits_files, mode, why, caplog):

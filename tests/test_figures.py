@@ -55,11 +55,12 @@ def test_plots_writes_every_figure_and_the_same_bytes_again(ran):
     assert figures == sorted(f"{name}.png" for name in FIGURES_SHOWN)
     report = ran.read("reports/report.md").decode()
     assert all(f"(figures/{name}.png)" in report for name in FIGURES_SHOWN)
-    before = {name: ran.read(f"reports/figures/{name}") for name in figures}
+    rels = [f"reports/figures/{name}" for name in figures]
+    before = ran.digests(rels)
     ran.stage("plots", check=True)
-    assert {name: ran.read(f"reports/figures/{name}") for name in figures} == before
-    for name, data in before.items():  # no text chunks (Software, dates) and no timestamp
-        assert set(png_chunks(data)) <= {b"IHDR", b"pHYs", b"IDAT", b"IEND"}, name
+    assert ran.digests(rels) == before
+    for rel in rels:  # no text chunks (Software, dates) and no timestamp
+        assert set(png_chunks(ran.read(rel))) <= {b"IHDR", b"pHYs", b"IDAT", b"IEND"}, rel
 
 
 def test_first_layer_figure_shows_the_mlp_weights():
@@ -98,6 +99,50 @@ def test_first_layer_figure_of_a_cnn_shows_its_filters():
     assert len(images) == 4
     for f, img in enumerate(images):
         np.testing.assert_allclose(img, w[:, f].reshape(3, 3) / np.abs(w[:, f]).max(), rtol=1e-6)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_first_layer_figure_of_rgb_inputs_draws_each_unit_in_colour(kind):
+    """(H, W, 3) inputs: a unit's weights are one colour picture, 0 at mid-grey, on its own scale."""
+    spec = mlp_spec((6, 5, 3), [4]) if kind == "mlp" else cnn_spec((6, 5, 3), [4], [8])
+    m = model(spec)
+    fig = first_layer_figure(m, CLASSES, np.full((2, 6, 5, 3), 50, np.uint8))
+    w = m.named_parameters()["1.dense.W" if kind == "mlp" else "0.conv2d.W"]
+    shape = (6, 5, 3) if kind == "mlp" else (3, 3, 3)
+    images = drawn(fig)
+    assert len(images) == 4
+    for unit, img in enumerate(images):
+        expected = w[:, unit].reshape(shape)
+        np.testing.assert_allclose(img, 0.5 + 0.5 * expected / np.abs(expected).max(), rtol=1e-6)
+    plt.close(fig)
+
+
+def test_first_layer_figure_of_one_channel_inputs_is_the_grey_picture():
+    m = model(mlp_spec((6, 5, 1), [4]))
+    fig = first_layer_figure(m, CLASSES, np.full((2, 6, 5, 1), 50, np.uint8))
+    w = m.named_parameters()["1.dense.W"]
+    for unit, img in enumerate(drawn(fig)):
+        np.testing.assert_allclose(img, w[:, unit].reshape(6, 5) / np.abs(w[:, unit]).max(), rtol=1e-6)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 1), (6, 5, 3)])
+def test_image_grids_show_digits_inverted_and_pictures_as_they_are(shape):
+    from stages.figures import predictions_figure
+
+    x = np.random.default_rng(0).integers(0, 256, (4, *shape), dtype=np.uint8)
+    probs = np.eye(10)[[0, 1, 2, 3]]
+    fig = predictions_figure(x, np.arange(4), probs, CLASSES, 4, np.random.default_rng(0))
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 4
+    for im in images:
+        assert im.get_array().shape == (shape if len(shape) == 2 or shape[2] == 3 else shape[:2])
+        if len(shape) == 2:
+            assert im.get_cmap().name == "gray_r"  # ink dark on white, as digits are written
+        elif shape[2] == 1:
+            assert im.get_cmap().name == "gray"
+    assert sorted(tuple(im.get_array().ravel()[:3]) for im in images) == sorted(tuple(a.ravel()[:3]) for a in x)
     plt.close(fig)
 
 

@@ -159,6 +159,17 @@ def test_whole_cnn_gradient(backend, rng):
     check_model_gradient(cnn_spec((6, 6), [2], [5]), away_from_kinks(rng, (3, 6, 6)), backend, rng, rtol=1e-4)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_whole_cnn_gradient_with_a_channel_axis(channels, backend, rng):
+    """(H, W, C) inputs, as fetch.dataset folder makes them (C = 3: RGB): no Reshape, the first
+    convolution reads the C channels; two conv blocks, the second on 3 filters."""
+    from nn.model import cnn_spec
+
+    spec = cnn_spec((8, 6, channels), [3, 2], [4])
+    assert spec["layers"][0]["kind"] == "conv2d"
+    check_model_gradient(spec, away_from_kinks(rng, (3, 8, 6, channels)), backend, rng, rtol=1e-4)
+
+
 def test_maxpool_ties_go_to_the_first_maximum(backend, rng):
     _, layer = single_layer({"kind": "maxpool2d", "size": 2}, (2, 2, 1), backend, rng)
     x = backend.xp.ones((1, 2, 2, 1))

@@ -43,9 +43,9 @@ def project(done, tmp_path):
 def fails_cleanly(project, stage, *patterns, damaged=(), memory=2 * GIB):
     """Run `stage` under a 2 GiB address-space cap: one clean error line with `patterns`, and
     every output except the `damaged` inputs exactly as before."""
-    before = {rel: project.read(rel) for rel in OUTPUTS if rel not in damaged}
+    before = project.digests(rel for rel in OUTPUTS if rel not in damaged)
     line = assert_clean_failure(project.stage(stage, memory=memory), *patterns)
-    assert {rel: project.read(rel) for rel in before} == before
+    assert project.digests(before) == before
     assert not list(project.path.rglob(".*.tmp"))  # no temporary file left behind
     return line
 
@@ -60,11 +60,12 @@ def rewrite_npz(project, rel, **changes):
 
 # -- wrong data that looks valid ------------------------------------------------------------
 @pytest.mark.parametrize("split,change,pattern", [
-    ("train", lambda a: {"x": a["x"] / 255.0}, "'x' must be uint8 images (N, H, W), not float64"),
+    ("train", lambda a: {"x": a["x"] / 255.0}, "'x' must be uint8 images (N, H, W) or (N, H, W, C), not float64"),
     ("train", lambda a: {"x": a["x"].astype(np.float32) / 255}, "not float32"),
     ("train", lambda a: {"y": np.where(a["y"] == 3, 12, a["y"]).astype(np.uint8)}, "label 12 is outside the 10"),
     ("val", lambda a: {"y": a["y"].astype(np.int64)}, "'y' must be"),
-    ("val", lambda a: {"x": a["x"][..., None]}, "'x' must be uint8 images (N, H, W)"),
+    ("val", lambda a: {"x": a["x"][..., None].repeat(5, axis=-1)}, "5 channels per pixel"),
+    ("val", lambda a: {"x": a["x"][..., None]}, "images of shape (8, 8, 1) but data/prepared/train.npz holds (8, 8)"),
     ("train", lambda a: {"x": a["x"][:0], "y": a["y"][:0]}, "holds no images"),
     ("train", lambda a: {"classes": np.array(["a", "a"] + [str(i) for i in range(8)])}, "distinct names"),
     ("train", lambda a: {"classes": np.arange(10)}, "'classes' must be two or more distinct names"),

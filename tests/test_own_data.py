@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -84,7 +85,7 @@ def test_a_folder_of_images_trains_and_reruns_exactly_when_an_image_changes(proj
     metrics = json.loads((project.path / "reports" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.9, metrics  # chance is 1/3
     meta = json.loads((project.path / "data" / "raw" / "dataset.json").read_text())
-    assert meta["classes"] == list(SHAPES) and meta["shape"] == [10, 10]
+    assert meta["classes"] == list(SHAPES) and meta["shape"] == [10, 10, 1]
     assert meta["counts"] == {"train": 48, "test": 12} and len(meta["sha256"]) == 60
     assert project.repro() == []  # an unchanged folder reruns nothing
     for name in SHAPES:  # one image of each class changed: some land in the training split
@@ -102,8 +103,57 @@ def test_a_train_test_split_and_images_of_two_sizes(project):
     proc = project.stage("fetch")
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((project.path / "data" / "raw" / "dataset.json").read_text())
-    assert meta["counts"] == {"train": 24, "test": 9} and meta["shape"] == [8, 8]
+    assert meta["counts"] == {"train": 24, "test": 9} and meta["shape"] == [8, 8, 1]
     assert "train/bar/000.png" in meta["sha256"] and meta["split"].startswith("the train/ and test/")
+
+
+# -- colour: fetch.color rgb, a CNN reading three channels, predict and the figures in colour --------
+# two colours of one grey level: Pillow's L = 0.299 R + 0.587 G + 0.114 B is 148 for both
+COLOURS = {"red": (200, 130, 100), "teal": (80, 190, 110)}
+
+
+def make_colour_images(root, count: int, size: int = 10, seed: int = 0) -> None:
+    """A random-placed square of the class's colour on grey noise: only the colour tells them apart."""
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            a = np.repeat(rng.integers(20, 60, (size, size, 1)), 3, axis=2).astype(np.uint8)
+            top, left = rng.integers(0, size - 4, 2)
+            a[top:top + 4, left:left + 4] = colour
+            Image.fromarray(a).save(root / name / f"{i:03d}.png")
+
+
+COLOUR = {**FOLDER, "fetch": {"dataset": "folder", "source": "data/source/colours", "color": "rgb"},
+          "model": {**DIGITS["model"], "kind": "cnn", "channels": [8], "hidden": [16]},
+          "train": {**FOLDER["train"], "epochs": 10, "lr": 0.01}}
+
+
+def test_rgb_images_train_a_cnn_on_three_channels_and_gray_cannot_tell_them_apart(tmp_path):
+    project = Project(tmp_path / "p", COLOUR)
+    source = project.path / "data" / "source" / "colours"
+    make_colour_images(source, 60)
+    assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+    meta = json.loads((project.path / "data" / "raw" / "dataset.json").read_text())
+    assert meta["shape"] == [10, 10, 3] and meta["classes"] == sorted(COLOURS) and meta["counts"]["test"] == 24
+    from nn import serialize
+
+    model = serialize.load(project.path / "models" / "model.npz")
+    assert model.input_shape == (10, 10, 3) and model.layers[0].kind == "conv2d"
+    assert model.named_parameters()["0.conv2d.W"].shape == (3 * 3 * 3, 8)  # 3x3 kernels over 3 channels
+    rgb = json.loads((project.path / "reports" / "metrics.json").read_text())["test"]["accuracy"]
+    assert rgb >= 0.9  # chance is 1/2
+    # predict reads an image as fetch did: in colour, at the model's size
+    big = np.full((40, 40, 3), 40, np.uint8)
+    big[8:24, 16:32] = COLOURS["teal"]
+    Image.fromarray(big).save(tmp_path / "teal.png")
+    proc = project.run(sys.executable, "-m", "stages.predict", "--json", str(tmp_path / "teal.png"))
+    assert json.loads(proc.stdout)[0]["top"][0]["class"] == "teal", proc.stdout + proc.stderr
+    # the same images in grey: the two colours are one grey level, and the model is left guessing
+    project.set("fetch.color", "gray")
+    assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+    gray = json.loads((project.path / "reports" / "metrics.json").read_text())["test"]["accuracy"]
+    assert gray <= 0.8 and rgb - gray >= 0.2, (rgb, gray)  # 24 test images: chance is 0.5 +- 0.1
 
 
 # -- a bad folder: one line, data/raw kept -------------------------------------------------
@@ -143,7 +193,7 @@ def test_the_pixel_total_is_checked_before_anything_is_allocated(project):
     make_images(project.path / "data" / "source" / "shapes", 150, size=2)
     project.set("fetch.image_size", [1600, 1600])  # 450 x 2.56 MB = 1.07 GiB
     proc = project.stage("fetch", memory=1 << 30)
-    assert_clean_failure(proc, "450 images of 1600x1600 pixels are 1.1 GiB, over the 1 GiB cap")
+    assert_clean_failure(proc, "450 gray images of 1600x1600 pixels are 1.1 GiB, over the 1 GiB cap")
 
 
 def test_the_source_must_be_inside_data_source(project, tmp_path):

@@ -15,7 +15,7 @@ from nn import serialize
 from nn.model import Sequential, mlp_spec
 from stages import images as images_module
 from stages.common import StageError
-from stages.images import MAX_PIXELS, read_gray
+from stages.images import MAX_PIXELS, read_gray, read_pixels
 from stages.predict import ink_and_box, to_input
 from tests.project import GIB, ROOT, address_space_cap, assert_clean_failure, env
 
@@ -137,6 +137,46 @@ def test_each_format_gives_the_input_of_the_plain_8_bit_picture(name, tmp_path):
     assert np.abs(x.astype(int) - reference).max() <= 1, name
 
 
+@pytest.mark.parametrize("name", FORMATS)
+def test_each_format_read_as_rgb_is_its_grey_picture_in_three_equal_channels(name, tmp_path):
+    filename, make = FORMATS[name]
+    img, options = make(seven())
+    img.save(tmp_path / filename, **options)
+    gray, rgb = read_gray(tmp_path / filename), read_pixels(tmp_path / filename, rgb=True)
+    assert rgb.shape == (*gray.shape, 3) and rgb.dtype == np.float32
+    for c in range(3):
+        np.testing.assert_allclose(rgb[..., c], gray, atol=0.51)  # Pillow rounds its grey conversion
+
+
+def test_colour_strokes_on_a_transparent_canvas_land_on_white_paper_in_colour(tmp_path):
+    rgba = np.zeros((12, 12, 4), np.uint8)
+    rgba[3:9, 5:7] = (200, 30, 40, 255)  # a dark red bar, the rest fully transparent
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "bar.png")
+    rgb = read_pixels(tmp_path / "bar.png", rgb=True)
+    assert (rgb[3:9, 5:7] == (200, 30, 40)).all() and (rgb[0, 0] == 255).all()
+    mostly = np.full((12, 12, 4), (10, 120, 250, 255), np.uint8)
+    mostly[0, :4, 3] = 0  # a few transparent pixels of a mostly opaque picture: its median colour
+    Image.fromarray(mostly, mode="RGBA").save(tmp_path / "blue.png")
+    assert (read_pixels(tmp_path / "blue.png", rgb=True)[0, 0] == (10, 120, 250)).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_model_of_pictures_gets_the_image_resized_not_framed(channels, tmp_path):
+    """For an (H, W, C) model the picture is read as fetch reads folder images: no inversion, no
+    crop, each channel resized bilinearly."""
+    rgb = np.zeros((20, 16, 3), np.uint8)
+    rgb[...] = (230, 220, 210)  # light paper
+    rgb[5:15, 6:10] = (20, 60, 120)  # a dark blue block
+    Image.fromarray(rgb).save(tmp_path / "block.png")
+    x = to_input(tmp_path / "block.png", (10, 8, channels))
+    assert x.shape == (10, 8, channels) and x.dtype == np.uint8
+    pixels = Image.open(tmp_path / "block.png").convert("RGB" if channels == 3 else "L")
+    expected = [np.asarray(Image.fromarray(np.asarray(band, np.float32)).resize((8, 10), Image.Resampling.BILINEAR))
+                for band in pixels.split()]
+    np.testing.assert_array_equal(x, np.clip(np.rint(np.stack(expected, axis=2)), 0, 255).astype(np.uint8))
+    assert x[0, 0, 0] > 200  # the paper stays light
+
+
 def test_a_fully_transparent_picture_is_empty(tmp_path):
     Image.new("RGBA", (50, 50), (0, 0, 0, 0)).save(tmp_path / "clear.png")
     with pytest.raises(StageError, match="clear.png: the image is empty"):
@@ -197,6 +237,19 @@ def test_prints_top3_and_json(model_path, tmp_path):
     result = json.loads(out.stdout)
     assert len(result[0]["top"]) == 3
     assert sum(t["probability"] for t in result[0]["top"]) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("shape,good", [((8, 8, 2), False), ((8, 8, 4), False), ((8, 8, 3), True)])
+def test_a_model_of_images_predict_cannot_make_is_refused_in_one_line(shape, good, tmp_path):
+    model = Sequential({**mlp_spec(shape, [4]), "classes": [str(i) for i in range(10)]})
+    model.init_params(np.random.default_rng(0))
+    serialize.save(model, tmp_path / "m.npz")
+    Image.fromarray(digit()).save(tmp_path / "d.png")
+    proc = predict(tmp_path / "d.png", "--model", tmp_path / "m.npz", "--json")
+    if good:
+        assert proc.returncode == 0 and len(json.loads(proc.stdout)[0]["top"]) == 3, proc.stderr
+    else:
+        assert_clean_failure(proc, f"m.npz: expects inputs of shape {shape}; predict reads images as")
 
 
 def test_missing_model(tmp_path):
