@@ -93,11 +93,12 @@ def weight_grid(images, titles, suptitle, label, blank=None):
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
+        if not colour:  # the scale is that of the weights drawn
+            img = np.ma.masked_where(np.zeros(img.shape, bool) if blank is None else blank, img)
         scale = float(np.abs(img).max()) or 1.0
         if colour:
             ax.imshow(np.clip(0.5 + 0.5 * img / scale, 0, 1))
         else:
-            img = np.ma.masked_where(np.zeros(img.shape, bool) if blank is None else blank, img)
             shown = ax.imshow(img / scale, cmap=cmap, vmin=-1, vmax=1)
         ax.set_title(title, fontsize=7)
     fig.suptitle(suptitle, fontsize=10)
