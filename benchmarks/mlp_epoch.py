@@ -390,13 +390,24 @@ def child(name, device, net):
     print(json.dumps({**result, "test_accuracy": test_accuracy()}), flush=True)
 
 
+def child_env(name: str, device: str) -> dict[str, str]:
+    """This project on the CPU runs pinned, as `dvc repro` runs it (stages/pins.py: one BLAS
+    thread, OpenBLAS's Haswell kernel on AVX2 CPUs; nn/shards.py then puts a step's shards on
+    the cores); the others run as they come, on all the cores."""
+    from stages import pins
+
+    if name.startswith("ours") and device == "cpu":
+        return {**os.environ, **pins.pinned(os.environ, platform.machine(), pins.cpu_flags())}
+    return dict(os.environ)
+
+
 class Contender:
     """The parent's handle on one child process."""
 
     def __init__(self, name, args):
         self.name, self.log = name, tempfile.TemporaryFile(mode="w+")
         cmd = [sys.executable, __file__, "--child", name, "--device", args.device, "--net", args.net]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, text=True, stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, text=True, stdin=subprocess.PIPE, env=child_env(name, args.device),
                                      stdout=subprocess.PIPE, stderr=self.log)
         self._answer()  # "ready"
 
@@ -478,7 +489,8 @@ def main(argv=None):
     gflop = epoch_gflop(finals[names[0]]["n_train"], recipe) if names else 0.0
     rows = [summarise(name, times, finals[name], gflop, peak, REFERENCES[args.device]) for name in names]
     meta = {"command": " ".join(["python benchmarks/mlp_epoch.py", *(argv or sys.argv[1:])]),
-            "machine": f"{device_name(args.device)}, Python {platform.python_version()}",
+            "machine": f"{device_name(args.device)}, Python {platform.python_version()}"
+                       + ("; ours pinned as `dvc repro` runs it (stages/pins.py)" if args.device == "cpu" else ""),
             "data": source, "epochs": args.epochs, "net": recipe.describe(), "batch": BATCH,
             "pause_s": args.pause, "gemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device,
             "references": list(REFERENCES[args.device])}

@@ -38,9 +38,13 @@ class SoftmaxCrossEntropy:
             raise ValueError(f"label smoothing must be in [0, 1) (got {smoothing!r})")
         self.backend, self.smoothing = backend, float(smoothing)
 
-    def forward(self, logits, labels):
+    def forward(self, logits, labels, total: int | None = None):
+        """The mean loss; with `total`, the sum over these rows / total (a shard of a batch
+        of `total` rows: the shards' values add up to the batch's mean, and so do their
+        gradients)."""
         xp = self.backend.xp
         n, c = logits.shape
+        n = self.n = total or n
         log_probs = log_softmax(xp, logits)
         self.probs = xp.exp(log_probs)
         # the target distribution: one-hot (no scatter, so few kernel launches on a GPU)
@@ -52,9 +56,8 @@ class SoftmaxCrossEntropy:
         return -(target * log_probs).sum() / n
 
     def backward(self):
-        n = self.probs.shape[0]
         grad = self.probs - self.target
-        grad *= grad.dtype.type(1.0 / n)
+        grad *= grad.dtype.type(1.0 / self.n)
         return grad
 
     def forward_backward(self, logits, labels, losses, correct, slot):

@@ -110,9 +110,11 @@ class Sequential:
     predict_proba(raw: (N, *input_shape) uint8 or float) -> (N, C) host probabilities
     """
 
-    def __init__(self, spec: dict, backend: Backend = CPU, dtype=np.float32, max_params: int | None = None) -> None:
+    def __init__(self, spec: dict, backend: Backend = CPU, dtype=np.float32, max_params: int | None = None,
+                 params_flat=None) -> None:
         """Build the layers of `spec`; with `max_params`, refuse (ValueError) a spec that needs
-        more parameters than that before anything is allocated."""
+        more parameters than that before anything is allocated. With `params_flat`, the layers
+        read that buffer (another model's: see `replica`) instead of a new one."""
         self.spec = spec
         self.backend, self.dtype = backend, np.dtype(dtype)
         self.input_shape = tuple(spec["input_shape"])
@@ -125,10 +127,15 @@ class Sequential:
         needed = sum(math.prod(s) for layer in self.layers for s in layer.param_shapes.values())
         if max_params is not None and needed > max_params:
             raise ValueError(f"the layers need {needed:,} parameters, more than the {max_params:,} allowed")
-        self._layout()
+        self._layout(params_flat)
         self._mark_input_grads()
 
-    def _layout(self) -> None:
+    def replica(self) -> Sequential:
+        """A model of the same layers that reads this one's parameters (the same buffer) but
+        keeps its own activations and gradients: one per shard of a training step."""
+        return Sequential(self.spec, self.backend, self.dtype, params_flat=self.params_flat)
+
+    def _layout(self, params_flat=None) -> None:
         """Place every parameter in the flat buffers: decayed weights first."""
         entries = [(i, name, shape, name in layer.decayed)
                    for i, layer in enumerate(self.layers)
@@ -137,7 +144,7 @@ class Sequential:
         xp = self.backend.xp
         self.n_params = sum(math.prod(e[2]) for e in entries)
         self.n_decayed = sum(math.prod(e[2]) for e in entries if e[3])
-        self.params_flat = xp.zeros(self.n_params, dtype=self.dtype)
+        self.params_flat = xp.zeros(self.n_params, dtype=self.dtype) if params_flat is None else params_flat
         self.grads_flat = xp.zeros(self.n_params, dtype=self.dtype)
         self.slices: dict[str, tuple[int, slice, tuple]] = {}
         views: list[tuple[dict, dict]] = [({}, {}) for _ in self.layers]

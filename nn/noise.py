@@ -37,12 +37,15 @@ class Noise:
 
     key: (2,) uint64, step: (1,) int32 - arrays of the backend (on the device for
     a GPU, so that a captured step reads the current values); the step's first
-    sample is at position step * rows_per_step of the epoch.
+    sample is at position step * rows_per_step of the epoch. A shard of the step
+    (nn/shards.py) starts `first_row` rows further, so its samples get the bits
+    they get in the whole batch.
     """
 
     key: object
     step: object
     rows_per_step: int
+    first_row: int = 0
 
     @classmethod
     def from_rng(cls, backend, rng: np.random.Generator) -> Noise:
@@ -51,5 +54,5 @@ class Noise:
 
     def host_bits(self, stream: int, rows: int, units: int) -> np.ndarray:
         """The (rows, units) uint16 numbers of this step's samples (CPU arrays)."""
-        start = int(self.step[0]) * self.rows_per_step * units
+        start = (int(self.step[0]) * self.rows_per_step + self.first_row) * units
         return uint16_stream(self.key, stream, start, rows * units).reshape(rows, units)

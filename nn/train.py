@@ -4,7 +4,9 @@ A training step only queues device work: its batch, dropout noise, loss slot and
 optimiser scalars are found from a step counter on the device (nn/feed.py), so on
 a GPU the whole step is captured once as a CUDA graph and replayed
 (`Backend.graph`). The host reads the device once per epoch: the batches' losses
-and correct counts, then the validation pass's.
+and correct counts, then the validation pass's. On the CPU the step is cut into a
+fixed number of batch shards run on a small thread pool (nn/shards.py), the same
+bits whatever the number of cores.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nn.feed import Feed, batch_sizes
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential
 from nn.optim import Optimizer, Schedule
+from nn.shards import Pool, ShardedStep, default_threads, one_blas_thread, shard_count
 
 DIVERGED = 10.0  # an epoch's mean loss above this many times chance level counts as divergence
 
@@ -36,6 +39,7 @@ class FitOptions:
     patience: int = 0  # early stopping on val loss; 0 = off
     shift: int = 0  # random-shift augmentation, in pixels; 0 = off
     progress: bool | None = None  # None: a bar only on a terminal
+    threads: int | None = None  # CPU: threads for the step's shards; None: one per shard, at most one per core
 
 
 def evaluate(model: Sequential, loss_fn: SoftmaxCrossEntropy, x, y, batch_size: int = 2048):
@@ -70,18 +74,24 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
     chance = math.log(model.output_shape[-1])  # the loss of a uniform guess
     history: list[dict] = []
     best_loss, best_params, wait = math.inf, None, 0
-    with backend.session():
+    shards = 1 if backend.is_gpu else shard_count(model, opts.batch_size)
+    threads = opts.threads or default_threads(shards)
+    if log and not backend.is_gpu:
+        log.info("each step in %d shard%s on %d thread%s (nn/shards.py)", shards, "s" * (shards > 1), threads,
+                 "s" * (threads > 1))
+    with backend.session(), Pool(threads) as pool, one_blas_thread():
         feed = Feed(model, x_train, y_train, opts.batch_size, opts.shift)
         x_val, y_val = backend.to_device(x_val), backend.to_device(np.asarray(y_val).astype(np.int32))
 
-        def train_step(rows: int) -> None:
+        def train_step(rows: int) -> None:  # on a GPU: captured once, replayed
             x, y = feed.batch(rows)
             logits = model.forward(x, training=True, rng=feed.noise)
             model.backward(loss_fn.forward_backward(logits, y, feed.losses, feed.correct, feed.step))
             optimizer.update(feed.step)
             feed.advance()
 
-        steps = {rows: backend.graph(functools.partial(train_step, int(rows))) for rows in set(feed.sizes)}
+        step = train_step if backend.is_gpu else ShardedStep(model, loss_fn, optimizer, feed, pool, shards)
+        steps = {rows: backend.graph(functools.partial(step, int(rows))) for rows in set(feed.sizes)}
         plan, t = feed.draw(rng), 0
         for epoch in range(1, opts.epochs + 1):
             start = time.perf_counter()

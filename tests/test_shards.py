@@ -1,0 +1,82 @@
+"""The CPU step in shards (nn/shards.py): the same bytes whatever the threads - BLAS's and the
+shards' pool - and the same training as one piece, up to float rounding."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from nn import shards
+from nn.model import Sequential, cnn_spec, mlp_spec
+from nn.optim import AdamW, Constant
+from nn.train import FitOptions, fit
+
+SPECS = {  # dropout and shifts on: every source of randomness of a real run
+    "mlp": mlp_spec((12, 12), [48, 24], dropout=0.25),
+    "cnn": cnn_spec((12, 12), [6, 8], [16], dropout=0.25),
+    "cnn-rgb": cnn_spec((12, 12, 3), [6], [16], dropout=0.25),
+}
+
+
+def data(shape, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def train(spec, threads, batch_size=50, epochs=2) -> Sequential:
+    """A few epochs (the last batch shorter than the others) with `threads` threads."""
+    x, y = data(spec["input_shape"])
+    model = Sequential({**spec, "normalize": {"mean": 127.5, "std": 73.9}})
+    rng = np.random.default_rng(1)
+    model.init_params(rng)
+    opt = AdamW(model.params_flat, model.grads_flat, n_decayed=model.n_decayed, weight_decay=1e-4)
+    fit(model, opt, Constant(0.003, 10 ** 6), x, y, x[:40], y[:40],
+        FitOptions(epochs=epochs, batch_size=batch_size, shift=1, threads=threads, progress=False), rng)
+    return model
+
+
+def digest(model) -> str:
+    return hashlib.sha256(model.params_flat.tobytes()).hexdigest()
+
+
+@pytest.fixture
+def always_shard(monkeypatch):
+    """Small networks cut into shards too (they would run in one piece)."""
+    monkeypatch.setattr(shards, "MIN_SHARD_FLOP", 1)
+
+
+@pytest.mark.parametrize("net", SPECS)
+def test_the_same_bytes_with_one_or_two_blas_threads_and_pool_threads(net, always_shard):
+    assert shards.shard_count(Sequential(SPECS[net]), 50) == 2
+    seen = {}
+    for blas in (1, 2):
+        with threadpool_limits(limits=blas, user_api="blas"):
+            assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {blas}
+            for threads in (1, 2, 3):
+                seen[blas, threads] = digest(train(SPECS[net], threads))
+    assert len(set(seen.values())) == 1, seen
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_shards_train_as_the_whole_batch_up_to_rounding(net, monkeypatch):
+    """Two shards (summed gradients, per-sample dropout bits of the whole batch) against one."""
+    monkeypatch.setattr(shards, "MIN_SHARD_FLOP", 10 ** 30)
+    whole = train(SPECS[net], 1, epochs=1)
+    monkeypatch.setattr(shards, "MIN_SHARD_FLOP", 1)
+    cut = train(SPECS[net], 2, epochs=1)
+    assert digest(whole) != digest(cut)  # other sums, other rounding...
+    np.testing.assert_allclose(cut.params_flat, whole.params_flat, rtol=2e-4, atol=2e-5)  # ... the same training
+
+
+def test_the_shard_count_comes_from_the_network_and_the_batch():
+    def count(spec, batch):
+        return shards.shard_count(Sequential(spec), batch)
+
+    assert count(mlp_spec((28, 28), [256, 128]), 128) == 1  # 0.18 GFLOP a step: not worth a hand-over
+    assert count(mlp_spec((28, 28), [512, 256]), 128) == 2  # the pipeline's MLP: 0.41 GFLOP
+    assert count(cnn_spec((28, 28), [32, 64], [128]), 128) == 2
+    assert count(cnn_spec((28, 28), [32, 64], [128]), 1) == 1  # never more shards than rows
+    assert shards.bounds(50, 2) == [0, 25, 50] and shards.bounds(7, 2) == [0, 4, 7] and shards.bounds(1, 2) == [0, 1]
