@@ -1,7 +1,7 @@
 """Convolution layers, channels-last: x: (N, H, W, C).
 
-Conv2D is im2col + a matrix multiply. The column matrix is filled by kh*kw
-strided slice copies (one per kernel offset), and the backward col2im is kh*kw
+Conv2D is im2col + a matrix multiply. The column matrix is filled by one copy
+from a strided view of the input's windows, and the backward col2im is kh*kw
 strided slice additions - no per-element loops and no `add.at`, and the same
 code on NumPy and CuPy. The column matrix carries a last column of ones, so the
 product with [W; b] adds the bias and its transpose gives db with dW. On the
@@ -113,14 +113,30 @@ class Conv2D(Layer):
     def _im2col(self, xpad, out):
         """Fill `out` (a scratch buffer) with the column matrix of the padded images
         `xpad` - one row per output pixel; columns (i, j, channel) for kernel offset
-        (i, j), then a column of ones, so one product with [W; b] adds the bias too."""
+        (i, j), then a column of ones, so one product with [W; b] adds the bias too.
+
+        With many channels, one copy: the windows of `xpad` as a strided view (n, ho, wo, kh,
+        kw, C) into the same view of the columns (the second convolution's batch of 128: 2.3
+        against 6-17 ms on the 2-core development VM); it runs kw * C values at a time. When
+        that is shorter than an output row (wo values: a first layer with C = 1 or 3), kh * kw
+        slice copies, one per kernel offset, run longer and are faster (3.4 against 5.6 ms)."""
         n = xpad.shape[0]
         ho, wo, _ = self.out_shape
+        k, s, c = self.kernel, self.stride, self.in_shape[2]
         rows = out[: n * ho * wo]
-        cols = rows.reshape(n, ho, wo, -1)  # leading rows of a C-ordered buffer: always a view
-        for columns, window in self._windows():
-            cols[:, :, :, columns] = xpad[window]
-        cols[:, :, :, -1] = 1
+        if k * c < wo:
+            cols = rows.reshape(n, ho, wo, -1)  # leading rows of a C-ordered buffer: always a view
+            for columns, window in self._windows():
+                cols[:, :, :, columns] = xpad[window]
+            cols[:, :, :, -1] = 1
+            return rows
+        strided = self.xp.lib.stride_tricks.as_strided
+        sn, sh, sw, sc = xpad.strides
+        windows = strided(xpad, (n, ho, wo, k, k, c), (sn, s * sh, s * sw, sh, sw, sc))
+        row, item = rows.strides
+        columns = strided(rows, (n, ho, wo, k, k, c), (ho * wo * row, wo * row, row, k * c * item, c * item, item))
+        self.xp.copyto(columns, windows)
+        rows[:, -1] = 1
         return rows
 
     def _scratch(self, blocks, dtype):

@@ -242,6 +242,22 @@ def test_conv_in_blocks_equals_conv_in_one_piece(stride, padding, backend, rng):
         np.testing.assert_allclose(blocked, one, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("channels,stride,padding", [(1, 1, 1), (3, 1, 1), (8, 2, 0), (16, 1, 2)])
+def test_the_column_matrix_is_the_windows_of_the_input(channels, stride, padding, backend, rng):
+    """im2col, whichever way it copies (one strided copy for many channels, slice copies for
+    few): row (n, y, x) holds the kernel-sized window at (y * stride, x * stride), then a 1."""
+    cfg = {"kind": "conv2d", "filters": 2, "kernel": 3, "stride": stride, "padding": padding}
+    x = rng.normal(size=(3, 9, 8, channels))
+    _, layer = single_layer(cfg, x.shape[1:], backend, rng)
+    xpad = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    scratch = layer._scratch(layer._blocks(3), np.float64)
+    cols = backend.to_host(layer._im2col(backend.xp.asarray(xpad), scratch))
+    ho, wo, _ = layer.out_shape
+    expected = [np.append(xpad[n, y * stride:y * stride + 3, v * stride:v * stride + 3].reshape(-1), 1.0)
+                for n in range(3) for y in range(ho) for v in range(wo)]
+    np.testing.assert_array_equal(cols, np.array(expected))
+
+
 def test_dense_memory_order_changes_nothing_but_rounding(backend, rng):
     """Dense stores its outputs column-major on the CPU and row-major on a GPU
     (Backend.dense_order); both layouts give the same numbers."""
