@@ -7,8 +7,10 @@ backward, plus the loss and the optimiser step, for the benchmark MLP or CNN.
 
 Batches come from data/prepared/train.npz when present (random MNIST-sized data
 otherwise), in order, as in an epoch. The first --warmup steps are not counted.
-Each layer is timed on its own, so on a GPU the numbers include a synchronisation
-per layer (they show the split, not the speed). Run by hand; it is not a test.
+Each layer is timed on its own, on one thread, so on a GPU the numbers include a
+synchronisation per layer (they show the split, not the speed). On the CPU the last
+lines time whole steps: as `fit` runs them (the batch in shards on a thread pool,
+nn/shards.py) and in one piece on one thread. Run by hand; it is not a test.
 """
 
 from __future__ import annotations
@@ -60,6 +62,36 @@ def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list
     return times
 
 
+def whole_steps(net: str, steps: int, warmup: int) -> dict[str, float]:
+    """CPU: median ms of a whole training step as `fit` runs it (nn/shards.py: its shards on
+    their threads, BLAS on one), and of the same step in one piece on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    from nn.feed import Feed
+    from nn.shards import Pool, ShardedStep, default_threads, shard_count
+
+    x, y, _, _ = load_data()
+    model, rng = our_model(RECIPES["cpu"][net], x, "cpu")
+    shards = shard_count(model, BATCH)
+    result = {}
+    for label, (n_shards, threads) in {"as fit runs it": (shards, default_threads(shards)),
+                                       "in one piece, one thread": (1, 1)}.items():
+        opt = Adam(model.params_flat, model.grads_flat, backend=model.backend)
+        feed = Feed(model, x[:BATCH * (warmup + steps)], y[:BATCH * (warmup + steps)], BATCH)
+        with Pool(threads) as pool, threadpool_limits(limits=1, user_api="blas"):
+            step = ShardedStep(model, SoftmaxCrossEntropy(model.backend), opt, feed, pool, n_shards)
+            feed.load(feed.draw(rng))
+            opt.schedule([1e-3] * feed.steps)
+            times = []
+            for _ in range(feed.steps):
+                start = time.perf_counter()
+                step(BATCH)
+                times.append(time.perf_counter() - start)
+        result[f"whole step {label} ({n_shards} shard{'s' * (n_shards > 1)}, {threads} thread"
+               f"{'s' * (threads > 1)})"] = 1e3 * statistics.median(times[warmup:])
+    return result
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python benchmarks/layer_times.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +113,10 @@ def main(argv=None) -> None:
     for name, row in rows.items():  # rows without a phase (prepare, the Adam step) count as forward
         fwd, bwd = row.get("forward", row.get("total", 0.0)), row.get("backward", 0.0)
         print(f"{name:{width}}{fwd:>10.3f}{bwd:>10.3f}{100 * (fwd + bwd) / total:>7.1f}%")
+    if args.device == "cpu":
+        print()
+        for label, ms in whole_steps(args.net, args.steps, args.warmup).items():
+            print(f"{label}: {ms:.2f} ms")
 
 
 if __name__ == "__main__":
