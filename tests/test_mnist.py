@@ -36,6 +36,19 @@ def test_a_local_folder_of_recompressed_files_gives_the_same_bytes(mnist_project
     assert F.fetch(MNIST, str(tmp_path), 5, 0)[0] == original
 
 
+def test_the_same_files_fetched_as_idx_give_the_same_bytes(mnist_project, tmp_path):
+    """A named, pinned dataset and `fetch.dataset: idx` read from one folder: the same data/raw
+    (MNIST here; Fashion-MNIST, which has no offline copy, goes through the same code)."""
+    raw = mnist_project.path / "data" / "raw"
+    original = {name: (raw / name).read_bytes() for name in F.FILES}
+    for name, data in original.items():
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+    files, meta = F.idx_dataset(str(tmp_path), 5, 0)
+    assert files == original == F.fetch(MNIST, str(tmp_path), 5, 0)[0]
+    assert meta["classes"] == [str(d) for d in range(10)] and meta["shape"] == [28, 28]
+    assert sorted(meta["sha256"]) == sorted(F.FILES)
+
+
 def test_predict_agrees_with_the_model_on_transformed_test_digits(mnist_project, tmp_path):
     """Test digits saved as large, inverted, padded, off-centre PNGs get the model's own answer."""
     import numpy as np
