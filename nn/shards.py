@@ -65,12 +65,21 @@ def one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+THREADS_VARIABLE = "NN_THREADS"  # a cap on the threads, e.g. 1 for each of `dvc queue start -j N`'s runs
+
+
 def default_threads(shards: int) -> int:
-    """Threads worth running: one per shard, at most one per core this process may use."""
+    """Threads worth running: one per shard, at most one per core this process may use, and at
+    most NN_THREADS when that is set (the bits are the same whatever it says)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
+    cap = os.environ.get(THREADS_VARIABLE, "").strip()
+    if cap:
+        if not cap.isdigit() or int(cap) < 1:
+            raise ValueError(f"{THREADS_VARIABLE} must be a whole number of at least 1 (got {cap!r})")
+        cores = min(cores, int(cap))
     return max(1, min(shards, cores))
 
 

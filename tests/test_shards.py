@@ -80,3 +80,13 @@ def test_the_shard_count_comes_from_the_network_and_the_batch():
     assert count(cnn_spec((28, 28), [32, 64], [128]), 128) == 2
     assert count(cnn_spec((28, 28), [32, 64], [128]), 1) == 1  # never more shards than rows
     assert shards.bounds(50, 2) == [0, 25, 50] and shards.bounds(7, 2) == [0, 4, 7] and shards.bounds(1, 2) == [0, 1]
+
+
+def test_nn_threads_caps_the_pool_and_a_bad_value_is_named(monkeypatch):
+    monkeypatch.setattr(shards.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert shards.default_threads(2) == 2 and shards.default_threads(1) == 1
+    monkeypatch.setenv("NN_THREADS", "1")
+    assert shards.default_threads(2) == 1
+    monkeypatch.setenv("NN_THREADS", "two")
+    with pytest.raises(ValueError, match="NN_THREADS must be a whole number of at least 1"):
+        shards.default_threads(2)
