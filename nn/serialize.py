@@ -74,7 +74,11 @@ def load(path, backend: Backend = CPU) -> Sequential:
         raise ValueError(f"{path}: no such model file; run the train stage first (dvc repro)") from None
     except ValueError as exc:
         message = str(exc)
-        raise ValueError(message if message.startswith(f"{path}: ") else f"{path}: not a model file ({exc})") from None
+        if "pickled" in message:  # NumPy's guess for bytes that are neither .npz nor .npy
+            message = "neither an .npz archive nor an .npy array (and pickles are never loaded)"
+        if not message.startswith(f"{path}: "):
+            message = f"{path}: not a model file ({message})"
+        raise ValueError(message) from None
     except Exception as exc:  # BadZipFile, EOFError, OSError, MemoryError from a truncated/garbled file
         raise ValueError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
     if SPEC_KEY not in arrays:

@@ -54,7 +54,7 @@ def evaluate(model: Sequential, loss_fn: SoftmaxCrossEntropy, x, y, batch_size: 
     for b in range(batches):
         rows = slice(b * batch_size, (b + 1) * batch_size)
         loss_fn.score(model.forward(model.normalized(xd[rows])), yd[rows], losses, correct, slots[b:b + 1])
-    return float(backend.to_host(losses) @ sizes) / n, int(backend.to_host(correct).sum()) / n
+    return float(backend.to_host(losses) @ sizes) / n + 0.0, int(backend.to_host(correct).sum()) / n  # not -0.0
 
 
 def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_train,
@@ -104,7 +104,7 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
             if epoch < opts.epochs:  # drawn while the device works
                 plan = feed.draw(rng)
             losses, correct = feed.results()
-            train_loss = float(losses @ feed.sizes) / feed.n
+            train_loss = float(losses @ feed.sizes) / feed.n + 0.0  # a perfect -0.0 reads 0.0
             seconds = time.perf_counter() - start
             if not math.isfinite(train_loss) or train_loss > DIVERGED * chance:
                 raise DivergenceError(

@@ -69,7 +69,8 @@ def _images(folder: Path, budget: int) -> list[str]:
         else:
             others += 1
     if others:
-        log.warning("%s: skipped %d entries that are not image files", folder, others)
+        log.warning("%s: skipped %d %s that %s not image files", folder, others, "entry" if others == 1 else "entries",
+                    "is" if others == 1 else "are")
     return images
 
 

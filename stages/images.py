@@ -45,6 +45,9 @@ def open_image(path: Path, data: bytes | None = None) -> Image.Image:
             img = Image.open(path if data is None else io.BytesIO(data))
     except FileNotFoundError:
         raise StageError(f"{path}: no such file; check the path") from None
+    except UnidentifiedImageError:  # its message names Pillow's buffer, not the file
+        raise StageError(f"{path}: not an image that can be read (an unknown or damaged format); "
+                         "save it as PNG or JPEG") from None
     except DECODE_ERRORS as exc:
         raise StageError(f"{path}: not an image that can be read ({exc}); save it as PNG or JPEG") from None
     width, height = img.size

@@ -185,3 +185,13 @@ def test_confusion_figure_colours_the_mistakes_by_share_of_the_true_class():
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "9\n90.0%" in texts and "2\n50.0%" in texts and "1" in texts and "2" in texts
     plt.close(fig)
+
+
+def test_a_perfect_loss_is_written_0_not_minus_0():
+    """-log(1) is -0.0: metrics.json and report.md say 0.0 (a learner would ask what -0.0000 means)."""
+    import json
+
+    from stages.evaluate import r6
+
+    assert json.dumps(r6(-np.log(np.float64(1.0)))) == "0.0" and json.dumps(r6(-0.0)) == "0.0"
+    assert r6(0.1234567) == 0.123457

@@ -176,7 +176,7 @@ def _many_classes(src):
 @pytest.mark.parametrize("make,patterns", [
     (_empty_class, ["shapes/bar: an empty class folder"]),
     (lambda src: make_images(src, 3, classes=("only",)), ["holds 1 class folder (only)", "two or more"]),
-    (_unreadable, ["shapes/bar/001.png: not an image that can be read"]),
+    (_unreadable, ["shapes/bar/001.png: not an image that can be read (an unknown or damaged format)"]),
     (_many_classes, ["257 class folders, over 256"]),
     (lambda src: make_images(src, 1), ["fetch.test_size 0.2 cannot split these 3 images"]),
 ])

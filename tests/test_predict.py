@@ -282,7 +282,7 @@ def test_one_bad_file_in_a_batch_the_good_ones_are_still_predicted(model_path, t
     out = predict(*files, tmp_path / "gone.png", "--model", model_path, "--json")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [
-        f"error: {files[1]}: not an image that can be read (cannot identify image file {str(files[1])!r}); "
+        f"error: {files[1]}: not an image that can be read (an unknown or damaged format); "
         "save it as PNG or JPEG", f"error: {tmp_path / 'gone.png'}: no such file; check the path"]
     result = json.loads(out.stdout)
     assert [r["image"] for r in result] == [*map(str, files), str(tmp_path / "gone.png")]

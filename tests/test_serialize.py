@@ -146,8 +146,15 @@ class Payload:
 def test_pickle_renamed_to_npz_is_never_executed(tmp_path):
     marker = tmp_path / "payload-ran"
     (tmp_path / "evil.npz").write_bytes(pickle.dumps(Payload(str(marker))))
-    expect_error(tmp_path / "evil.npz", "not a model file")
+    expect_error(tmp_path / "evil.npz", r"not a model file \(neither an \.npz archive nor an \.npy array")
     assert not marker.exists()
+
+
+def test_a_text_file_is_not_a_model_and_the_message_does_not_suggest_unpickling(tmp_path):
+    (tmp_path / "README.md").write_text("# not a model\n")
+    with pytest.raises(ValueError) as caught:
+        serialize.load(tmp_path / "README.md")
+    assert "not a model file" in str(caught.value) and "allow_pickle" not in str(caught.value)
 
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")
