@@ -65,10 +65,8 @@ def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list
 def whole_steps(net: str, steps: int, warmup: int) -> dict[str, float]:
     """CPU: median ms of a whole training step as `fit` runs it (nn/shards.py: its shards on
     their threads, BLAS on one), and of the same step in one piece on one thread."""
-    from threadpoolctl import threadpool_limits
-
     from nn.feed import Feed
-    from nn.shards import Pool, ShardedStep, default_threads, shard_count
+    from nn.shards import Pool, ShardedStep, default_threads, one_blas_thread, shard_count
 
     x, y, _, _ = load_data()
     model, rng = our_model(RECIPES["cpu"][net], x, "cpu")
@@ -80,7 +78,7 @@ def whole_steps(net: str, steps: int, warmup: int) -> dict[str, float]:
     for label, (n_shards, threads) in configs.items():
         opt = Adam(model.params_flat, model.grads_flat, backend=model.backend)
         feed = Feed(model, x[:BATCH * (warmup + steps)], y[:BATCH * (warmup + steps)], BATCH)
-        with Pool(threads) as pool, threadpool_limits(limits=1, user_api="blas"):
+        with Pool(threads) as pool, one_blas_thread():
             step = ShardedStep(model, SoftmaxCrossEntropy(model.backend), opt, feed, pool, n_shards)
             feed.load(feed.draw(rng))
             opt.schedule([1e-3] * feed.steps)

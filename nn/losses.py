@@ -60,19 +60,20 @@ class SoftmaxCrossEntropy:
         grad *= grad.dtype.type(1.0 / self.n)
         return grad
 
-    def forward_backward(self, logits, labels, losses, correct, slot):
-        """Training: record the batch's loss and correct count; return dL/dlogits."""
+    def forward_backward(self, logits, labels, losses, correct, slot, total: int | None = None):
+        """Training: record the batch's loss and correct count; return dL/dlogits. `total`: as
+        in `forward`, for a CPU shard of a batch (nn/shards.py; a GPU step is never cut)."""
         if self.backend.is_gpu:
             return kernels.softmax_xent(self.backend, logits, labels, self.smoothing, losses, correct, slot)
-        self.score(logits, labels, losses, correct, slot)
+        self.score(logits, labels, losses, correct, slot, total)
         return self.backward()
 
-    def score(self, logits, labels, losses, correct, slot) -> None:
+    def score(self, logits, labels, losses, correct, slot, total: int | None = None) -> None:
         """Evaluation: record the batch's loss and correct count, no gradient."""
         if self.backend.is_gpu:
             kernels.softmax_xent(self.backend, logits, labels, self.smoothing, losses, correct, slot,
                                  want_grad=False)
             return
         i = int(slot[0])
-        losses[i] = self.forward(logits, labels)
+        losses[i] = self.forward(logits, labels, total)
         correct[i] = (logits.argmax(axis=1) == labels).sum()

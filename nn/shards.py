@@ -133,17 +133,17 @@ class ShardedStep:
         self.shards = shards
         self.replicas = [model] + [model.replica() for _ in range(shards - 1)]  # shard 0 is the model itself
         self.losses = [type(loss_fn)(loss_fn.backend, loss_fn.smoothing) for _ in range(shards)]
-        self.loss = np.zeros(shards, dtype=model.dtype)
-        self.correct = np.zeros(shards, dtype=np.int64)
+        self.loss = np.zeros(shards, dtype=model.dtype)  # each shard's share of the batch's loss...
+        self.correct = np.zeros(shards, dtype=np.int64)  # ... and its right answers, in slot k
+        self.slots = np.arange(shards, dtype=np.int32)
 
     def _shard(self, k: int, x, y, edges: list[int], rows: int) -> None:
         first, last = edges[k], edges[k + 1]
-        feed, replica, loss_fn = self.feed, self.replicas[k], self.losses[k]
+        feed, replica = self.feed, self.replicas[k]
         noise = Noise(feed.key, feed.step, feed.batch_size, first_row=first)
         logits = replica.forward(x[first:last], training=True, rng=noise)
-        self.loss[k] = loss_fn.forward(logits, y[first:last], total=rows)
-        self.correct[k] = (logits.argmax(axis=1) == y[first:last]).sum()
-        replica.backward(loss_fn.backward())
+        replica.backward(self.losses[k].forward_backward(logits, y[first:last], self.loss, self.correct,
+                                                         self.slots[k:k + 1], total=rows))
 
     def __call__(self, rows: int) -> None:
         feed = self.feed
@@ -155,10 +155,7 @@ class ShardedStep:
         for replica in self.replicas[1:used]:  # in shard order: the same sum on every machine
             grads += replica.grads_flat
         slot = int(feed.step[0])
-        total = self.loss[0]
-        for k in range(1, used):
-            total = total + self.loss[k]
-        feed.losses[slot] = total
+        feed.losses[slot] = self.loss[:used].sum()  # NumPy adds a few values in order: shard 0 + shard 1
         feed.correct[slot] = int(self.correct[:used].sum())
         self.optimizer.update(feed.step)  # one thread: split in two, the update measured slower (hand-overs)
         feed.advance()

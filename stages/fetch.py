@@ -267,7 +267,7 @@ def plan(dataset: Dataset, source: str, timeout: float, retries: int) -> list[tu
         if dataset.name == "digits":
             sources.append(("scikit-learn's bundled digits", from_sklearn_digits))
         return sources
-    if source.startswith(("http://", "https://")):
+    if _is_url(source):
         return [(f"URL {source}", lambda: from_mirror(Mirror(source, source, "md5", {}), timeout, retries))]
     return [(f"folder {source}", lambda: from_folder(Path(source)))]
 
@@ -300,7 +300,6 @@ def fetch(dataset: Dataset, source: str, timeout: float, retries: int) -> tuple[
 # -- any four idx files (fetch.dataset: idx): no pins; their hashes are recorded --------
 CLASS_FILES = ("classes.txt", "classes.json")  # optional, in the source, next to the idx files
 MAX_CLASS_FILE = 1 << 20
-MAX_CLASSES = 256  # idx labels are one byte each
 
 
 def _is_url(source: str) -> bool:

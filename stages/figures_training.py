@@ -79,6 +79,11 @@ def first_layer(model):
     return None
 
 
+def _unit_scale(img):
+    """`img` / its largest magnitude: values in [-1, 1] (all zeros stay zeros)."""
+    return img / (float(np.abs(img).max()) or 1.0)
+
+
 def weight_grid(images, titles, suptitle, label, blank=None):
     """Weights as pictures, each on its own symmetric scale. (h, w) ones: red raises the unit, blue
     lowers it; `blank` (h, w) True where no image has ink: those weights are drawn grey (they only add
@@ -93,13 +98,11 @@ def weight_grid(images, titles, suptitle, label, blank=None):
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
-        if not colour:  # the scale is that of the weights drawn
-            img = np.ma.masked_where(np.zeros(img.shape, bool) if blank is None else blank, img)
-        scale = float(np.abs(img).max()) or 1.0
         if colour:
-            ax.imshow(np.clip(0.5 + 0.5 * img / scale, 0, 1))
-        else:
-            shown = ax.imshow(img / scale, cmap=cmap, vmin=-1, vmax=1)
+            ax.imshow(np.clip(0.5 + 0.5 * _unit_scale(img), 0, 1))
+        else:  # the scale is that of the weights drawn
+            img = np.ma.masked_where(np.zeros(img.shape, bool) if blank is None else blank, img)
+            shown = ax.imshow(_unit_scale(img), cmap=cmap, vmin=-1, vmax=1)
         ax.set_title(title, fontsize=7)
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
@@ -135,16 +138,15 @@ def first_layer_figure(model, classes, x):
             titles = [f"unit {u}" for u in range(shown)]
             what = f"the first {shown} of the {units} hidden units" if shown < units else f"its {units} hidden units"
         images, which = pictures(w[:, :shown], shape)
+        colour = images[0].ndim == 3
         blank = x.max(axis=0) == 0
         blank = blank if blank.ndim == 2 else blank.all(axis=2)
-        if images[0].ndim == 3:
-            how = "Mid-grey: 0; a colour: that colour there raises the unit"
-        else:
-            how = "Red: ink there raises the unit; blue: ink there lowers it"
+        how = ("Mid-grey: 0; a colour: that colour there raises the unit" if colour
+               else "Red: ink there raises the unit; blue: ink there lowers it")
         suptitle = (f"What the first layer looks for: {what}, each one's {w.shape[0]} input weights drawn as\n"
                     f"a {shape[0]}x{shape[1]} image{which}. {how}"
                     + ("; grey: no test image\never has ink there (those weights only add a constant)"
-                       if blank.any() and images[0].ndim == 2 else ""))
+                       if blank.any() and not colour else ""))
         return weight_grid(images, titles, suptitle, "weight (each picture on its own scale)", blank)
     if found and found[0] == "conv2d":
         _, i, w = found
