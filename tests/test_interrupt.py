@@ -37,10 +37,12 @@ def snapshot(project) -> dict[str, str]:
     return project.digests(OUTPUTS)
 
 
-def start_repro(project) -> subprocess.Popen:
-    """`dvc repro` in its own process group, as a terminal would start it."""
-    return subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project.path, env=env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+def start_repro(project, shell: str = "/bin/bash") -> subprocess.Popen:
+    """`dvc repro` in its own process group, as a terminal would start it. dvc runs each stage
+    as `$SHELL -c cmd`: bash replaces itself with the stage, dash (/bin/sh on Debian and Ubuntu,
+    and what dvc uses where SHELL is unset) stays in between as the stage's parent."""
+    return subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project.path, env=dict(env(), SHELL=shell),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_for(proc, text: str, limit: float = 120) -> str:
@@ -53,16 +55,17 @@ def wait_for(proc, text: str, limit: float = 120) -> str:
     raise AssertionError(f"{text!r} never appeared:\n{''.join(seen)}")
 
 
-@pytest.mark.parametrize("send", [
-    pytest.param(lambda p: os.killpg(p.pid, signal.SIGINT), id="ctrl-c"),  # a terminal signals the whole group
-    pytest.param(lambda p: os.kill(p.pid, signal.SIGTERM), id="sigterm-to-dvc"),  # `kill <dvc's pid>`
-    pytest.param(lambda p: os.killpg(p.pid, signal.SIGTERM), id="sigterm-to-group"),
+@pytest.mark.parametrize("send,shell", [
+    pytest.param(lambda p: os.killpg(p.pid, signal.SIGINT), "/bin/bash", id="ctrl-c"),  # a terminal signals the group
+    pytest.param(lambda p: os.kill(p.pid, signal.SIGTERM), "/bin/bash", id="sigterm-to-dvc"),  # `kill <dvc's pid>`
+    pytest.param(lambda p: os.kill(p.pid, signal.SIGTERM), "/bin/sh", id="sigterm-to-dvc-with-sh-between"),
+    pytest.param(lambda p: os.killpg(p.pid, signal.SIGTERM), "/bin/bash", id="sigterm-to-group"),
 ])
-def test_interrupted_train_keeps_the_previous_outputs_and_the_next_repro_finishes(done, tmp_path, send):
+def test_interrupted_train_keeps_the_previous_outputs_and_the_next_repro_finishes(done, tmp_path, send, shell):
     project = Project(tmp_path / "p", like=done)
     before = snapshot(project)
     project.set_params(SLOW)
-    proc = start_repro(project)
+    proc = start_repro(project, shell)
     wait_for(proc, "epoch 2/")  # train is running: DVC has already deleted its outputs
     send(proc)
     rest = proc.communicate(timeout=60)[0]  # returns when every holder of the pipe - train too - has exited
