@@ -7,10 +7,10 @@ backward, plus the loss and the optimiser step, for the benchmark MLP or CNN.
 
 Batches come from data/prepared/train.npz when present (random MNIST-sized data
 otherwise), in order, as in an epoch. The first --warmup steps are not counted.
-Each layer is timed on its own, on one thread, so on a GPU the numbers include a
-synchronisation per layer (they show the split, not the speed). On the CPU the last
-lines time whole steps: as `fit` runs them (the batch in shards on a thread pool,
-nn/shards.py) and in one piece on one thread. Run by hand; it is not a test.
+Each layer is timed on its own, on one thread (BLAS too, as in `fit`), so on a GPU
+the numbers include a synchronisation per layer (they show the split, not the speed).
+On the CPU the last lines time whole steps: as `fit` runs them (the batch in shards side by side,
+nn/shards.py) and in one piece on one core. Run by hand; it is not a test.
 """
 
 from __future__ import annotations
@@ -63,23 +63,23 @@ def step_times(net: str, steps: int, warmup: int, device: str) -> dict[str, list
 
 
 def whole_steps(net: str, steps: int, warmup: int) -> dict[str, float]:
-    """CPU: median ms of a whole training step as `fit` runs it (nn/shards.py: its shards on
-    their threads, BLAS on one), and of the same step in one piece on one thread."""
+    """CPU: median ms of a whole training step as `fit` runs it (nn/shards.py: its shards side by
+    side, BLAS on one thread), and of the same step in one piece on one core."""
     from nn.feed import Feed
-    from nn.shards import Pool, ShardedStep, default_threads, one_blas_thread, shard_count
+    from nn.shards import ShardedStep, default_threads, one_blas_thread, shard_count
 
     x, y, _, _ = load_data()
     model, rng = our_model(RECIPES["cpu"][net], x, "cpu")
     shards = shard_count(model, BATCH)
     result = {}
-    configs = {"as fit runs it": (shards, default_threads(shards)), "in one piece, one thread": (1, 1)}
+    configs = {"as fit runs it": (shards, default_threads(shards)), "in one piece, one core": (1, 1)}
     if configs["as fit runs it"] == (1, 1):  # the same step: timed once
-        configs = {"as fit runs it, in one piece, one thread": (1, 1)}
+        configs = {"as fit runs it, in one piece, one core": (1, 1)}
     for label, (n_shards, threads) in configs.items():
         opt = Adam(model.params_flat, model.grads_flat, backend=model.backend)
         feed = Feed(model, x[:BATCH * (warmup + steps)], y[:BATCH * (warmup + steps)], BATCH)
-        with Pool(threads) as pool, one_blas_thread():
-            step = ShardedStep(model, SoftmaxCrossEntropy(model.backend), opt, feed, pool, n_shards)
+        with one_blas_thread(), ShardedStep(model, SoftmaxCrossEntropy(model.backend), opt, feed, n_shards,
+                                            threads) as step:
             feed.load(feed.draw(rng))
             opt.schedule([1e-3] * feed.steps)
             times = []
@@ -87,7 +87,7 @@ def whole_steps(net: str, steps: int, warmup: int) -> dict[str, float]:
                 start = time.perf_counter()
                 step(BATCH)
                 times.append(time.perf_counter() - start)
-        result[f"whole step {label} ({n_shards} shard{'s' * (n_shards > 1)}, {threads} thread"
+        result[f"whole step {label} ({n_shards} shard{'s' * (n_shards > 1)}, {threads} core"
                f"{'s' * (threads > 1)})"] = 1e3 * statistics.median(times[warmup:])
     return result
 
@@ -100,7 +100,10 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=10, help="steps run first and not timed (default 10)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="cpu (default) or gpu")
     args = ap.parse_args(argv)
-    times = step_times(args.net, args.steps, args.warmup, args.device)
+    from nn.shards import one_blas_thread
+
+    with one_blas_thread():  # as fit runs: BLAS on one thread (stages/pins.py)
+        times = step_times(args.net, args.steps, args.warmup, args.device)
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     for key, values in times.items():
         name, _, phase = key.partition("|")

@@ -14,6 +14,8 @@ import contextlib
 import ctypes
 import importlib
 import logging
+import math
+import mmap
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -53,6 +55,16 @@ class Backend:
     def to_device(self, array, dtype=None):
         """Host (NumPy) array -> this backend's array. No copy on the CPU."""
         return self.xp.asarray(array, dtype=dtype)
+
+    def shared_zeros(self, shape, dtype):
+        """Zeros; on the CPU in anonymous shared memory, so that a worker process forked
+        after this call (a shard of a training step, nn/shards.py) and this process see
+        each other's writes. On a GPU, plain device memory."""
+        if self.is_gpu:
+            return self.xp.zeros(shape, dtype=dtype)
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=dtype, count=math.prod(shape)).reshape(shape)
 
     def to_host(self, array) -> np.ndarray:
         """This backend's array -> NumPy array (a device->host copy on the GPU)."""

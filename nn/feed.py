@@ -70,8 +70,9 @@ class Feed:
         self.key[...] = backend.to_device(plan["key"])
         self.step.fill(0)
 
-    def batch(self, rows: int):
-        """The current step's inputs, normalised, (rows, *input_shape), and int32 labels (rows,)."""
+    def batch(self, rows: int, out=None):
+        """The current step's inputs, normalised, (rows, *input_shape), and int32 labels (rows,).
+        CPU: the inputs into `out` (rows, *input_shape) if given."""
         model = self.model
         if self.backend.is_gpu:
             norm = model.normalize
@@ -79,7 +80,7 @@ class Feed:
                                norm["mean"], 1.0 / norm["std"], model.dtype)
             return x, kernels.gather_labels(self.backend, self.y, self.perm, self.step, self.batch_size, rows)
         first = int(self.step[0]) * self.batch_size
-        return model.normalized(self.x_epoch[first:first + rows]), self.y_epoch[first:first + rows]
+        return model.normalized(self.x_epoch[first:first + rows], out), self.y_epoch[first:first + rows]
 
     def advance(self) -> None:
         self.step += 1

@@ -141,11 +141,11 @@ class Sequential:
                    for i, layer in enumerate(self.layers)
                    for name, shape in layer.param_shapes.items()]
         entries.sort(key=lambda e: not e[3])  # stable: decayed first, in layer order
-        xp = self.backend.xp
         self.n_params = sum(math.prod(e[2]) for e in entries)
         self.n_decayed = sum(math.prod(e[2]) for e in entries if e[3])
-        self.params_flat = xp.zeros(self.n_params, dtype=self.dtype) if params_flat is None else params_flat
-        self.grads_flat = xp.zeros(self.n_params, dtype=self.dtype)
+        shared = self.backend.shared_zeros  # a shard worker process reads and writes them (nn/shards.py)
+        self.params_flat = shared(self.n_params, self.dtype) if params_flat is None else params_flat
+        self.grads_flat = shared(self.n_params, self.dtype)
         self.slices: dict[str, tuple[int, slice, tuple]] = {}
         views: list[tuple[dict, dict]] = [({}, {}) for _ in self.layers]
         offset = 0
@@ -192,9 +192,14 @@ class Sequential:
         """Raw inputs (host or device, uint8 or float) -> normalised float on the device."""
         return self.normalized(self.backend.to_device(raw))
 
-    def normalized(self, x):
-        """Inputs already on the device -> a new normalised float array: (x - mean) / std."""
-        x = x.astype(self.dtype)
+    def normalized(self, x, out=None):
+        """Inputs already on the device -> a new normalised float array: (x - mean) / std
+        (or into `out`, of x's shape)."""
+        if out is None:
+            x = x.astype(self.dtype)
+        else:
+            out[...] = x
+            x = out
         scale = self.dtype.type(1.0 / self.normalize["std"])
         x -= self.dtype.type(self.normalize["mean"])
         x *= scale

@@ -3,7 +3,9 @@
 An optimiser owns the update: `step(lr)` changes `params` in place from `grads`.
 Weight decay applies to `params[:n_decayed]` (the weights; biases are not
 decayed, see nn.model). Its state is a few flat arrays, saved and restored with
-`state_dict` / `load_state_dict`.
+`state_dict` / `load_state_dict`. Every pass of a CPU update is element by element,
+so it may run on parts of the buffers - `apply(..., part=)`, one part per core
+(nn/shards.py) - with the bits of one pass over the whole.
 
 The fit loop splits a step in two, so that the update can run inside a CUDA graph:
 `schedule(lrs)` computes, on the host, each coming step's scalars (learning rate,
@@ -44,9 +46,10 @@ class Optimizer:
         self.weight_decay = _check("weight_decay", weight_decay, 0.0)
         self.t = 0
         xp = backend.xp
-        self.tmp = xp.empty_like(params)
+        shared = backend.shared_zeros  # a shard worker process updates its part of them (nn/shards.py)
+        self.tmp = shared(params.shape, params.dtype)
         for name in self.state_names:
-            setattr(self, name, xp.zeros_like(params))
+            setattr(self, name, shared(params.shape, params.dtype))
         self.table = None  # (steps * width,) float64: each scheduled step's scalars
         self._first = xp.zeros(1, dtype=np.int32)
 
@@ -68,28 +71,37 @@ class Optimizer:
         if self.backend.is_gpu:
             self.fused_update(step)
             return
+        self.apply(*self.row(step))
+
+    def row(self, step) -> tuple[float, ...]:
+        """The scalars of table row `step` (a (1,) int array), on the host (CPU)."""
         i = int(step[0]) * self.width
-        self.apply(*(float(v) for v in self.table[i:i + self.width]))
+        return tuple(float(v) for v in self.table[i:i + self.width])
+
+    def _parts(self, part: slice | None):
+        """(params, grads, tmp) of `part` (None: all) and the slice of those that decay."""
+        part = part or slice(0, self.params.size)
+        decayed = slice(0, max(0, min(part.stop, self.n_decayed) - part.start))
+        return part, (self.params[part], self.grads[part], self.tmp[part]), decayed
 
     def scalars(self, lr: float) -> tuple[float, ...]:
         """Count one more step and return its scalars (on the host)."""
         raise NotImplementedError
 
-    def apply(self, *scalars: float) -> None:
-        """The NumPy update with this step's scalars."""
+    def apply(self, *scalars: float, part: slice | None = None) -> None:
+        """The NumPy update with this step's scalars, of `part` of the buffers (None: all)."""
         raise NotImplementedError
 
     def fused_update(self, step) -> None:
         """The one-kernel GPU update reading its scalars from the table."""
         raise NotImplementedError
 
-    def _coupled_decay(self):
-        """L2 decay folded into the gradient: g += wd * p (weights only)."""
+    def _coupled_decay(self, p, g, tmp, w: slice) -> None:
+        """L2 decay folded into the gradient: g += wd * p (weights only: slice w)."""
         if self.weight_decay:
-            w = slice(0, self.n_decayed)
-            self.tmp[w] = self.params[w]
-            self.tmp[w] *= self.weight_decay
-            self.grads[w] += self.tmp[w]
+            tmp[w] = p[w]
+            tmp[w] *= self.weight_decay
+            g[w] += tmp[w]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {name: self.backend.to_host(getattr(self, name)) for name in self.state_names}
@@ -125,9 +137,10 @@ class SGD(Optimizer):
         kernels.sgd(self.backend, self.params, self.grads, self.velocity, self.table, step, self.n_decayed,
                     self.weight_decay, self.momentum, self.nesterov)
 
-    def apply(self, lr):
-        self._coupled_decay()
-        g, v, tmp = self.grads, self.velocity, self.tmp
+    def apply(self, lr, part=None):
+        part, (p, g, tmp), w = self._parts(part)
+        self._coupled_decay(p, g, tmp, w)
+        v = self.velocity[part]
         if not self.momentum:
             self.backend.xp.multiply(g, lr, out=tmp)
         else:
@@ -139,7 +152,7 @@ class SGD(Optimizer):
                 tmp *= lr
             else:
                 self.backend.xp.multiply(v, lr, out=tmp)
-        self.params -= tmp
+        p -= tmp
 
 
 class Adam(Optimizer):
@@ -183,13 +196,14 @@ class Adam(Optimizer):
         kernels.adam(self.backend, self.params, self.grads, self.m, self.v, self.table, step, self.n_decayed,
                      self.beta1, self.beta2, self.weight_decay, self.decoupled)
 
-    def apply(self, decay, s, e):
+    def apply(self, decay, s, e, part=None):
         xp = self.backend.xp
+        part, (p, g, tmp), w = self._parts(part)
         if self.decoupled and self.weight_decay:  # AdamW: p *= 1 - lr * wd (weights only)
-            self.params[: self.n_decayed] *= decay
+            p[w] *= decay
         elif not self.decoupled:
-            self._coupled_decay()
-        g, m, v, tmp = self.grads, self.m, self.v, self.tmp
+            self._coupled_decay(p, g, tmp, w)
+        m, v = self.m[part], self.v[part]
         m *= self.beta1
         m += g
         v *= self.beta2
@@ -199,7 +213,7 @@ class Adam(Optimizer):
         tmp += e
         xp.divide(m, tmp, out=tmp)
         tmp *= s
-        self.params -= tmp
+        p -= tmp
 
 
 class AdamW(Adam):

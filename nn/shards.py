@@ -2,20 +2,30 @@
 
 OpenBLAS runs each matrix product on one thread (stages/pins.py pins it), and
 NumPy's element-wise passes are single-threaded, so a plain step uses one core.
-Here the step's batch is cut into `shard_count` contiguous shards; each shard's forward
-and backward runs on its own replica of the model (the same parameter buffer,
-its own activations and gradients) on a thread of a small pool - NumPy releases
-the GIL in matrix products, ufuncs and copies, so the threads really run at
-once. The shards' gradients are then summed in shard order, and the optimiser
-updates the flat buffer on the calling thread.
+Here the step's batch is cut into `shard_count` contiguous shards; each shard's
+forward and backward runs on its own replica of the model (the same parameter
+buffer, its own activations and gradients). This process runs shard 0, and worker
+processes, forked when training starts, run the others at the same time (on
+Linux; threads elsewhere). The shards' gradients are then summed in shard order,
+and the optimiser updates the flat buffer in this process.
+
+Why processes: threads share Python's lock (the GIL). NumPy lets go of it inside
+a product or a pass, but a step is dozens of such calls, and two threads trading
+the lock ran each shard of the 784-256-128-10 MLP ~30 % slower than two processes
+did (2.6 against 2.0 ms a step at batch 64, on a 2-core VM). Everything a worker
+reads or writes - the parameters, its gradients, the batch, the step's number and
+noise key, its loss - lives in shared memory (Backend.shared_zeros), allocated
+before the fork; a hand-over is one byte down a pipe each way. A side that waits
+polls its pipe for up to SPIN_SECONDS before it sleeps: waking a sleeping core
+took ~0.1 ms on that VM, against a step of 2-3 ms.
 
 The bits do not depend on the machine: the number of shards (`shard_count`: from
 the network's work per step, at most SHARDS) and the order of every sum (shard 0 +
-shard 1 + ...) come from the model and the batch size, never the core count. The
-pool only decides which thread runs which shard, so 1, 2 or 16 threads give the
-same bytes. Each sample's dropout bits are those of its place in the whole batch
-(Noise.first_row), and each shard's loss and gradient are divided by the whole
-batch's size, so the shards add up to the batch.
+shard 1 + ...) come from the model and the batch size, never the core count.
+Processes, threads or this process alone only decide where a shard runs, so 1, 2
+or 16 cores give the same bytes. Each sample's dropout bits are those of its place
+in the whole batch (Noise.first_row), and each shard's loss and gradient are
+divided by the whole batch's size, so the shards add up to the batch.
 
 On a GPU none of this applies: the step is one graph on one device (nn/train.py).
 """
@@ -23,7 +33,13 @@ On a GPU none of this applies: the step is one graph on one device (nn/train.py)
 from __future__ import annotations
 
 import math
+import mmap
 import os
+import select
+import signal
+import sys
+import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,12 +47,12 @@ import numpy as np
 from nn.noise import Noise
 
 SHARDS = 2  # the most shards a step is cut into
-# A shard must carry at least this much work (multiply-adds x 2 of its forward and backward,
-# ~1.5 ms on one core) to be worth a hand-over between threads: measured on a 2-core VM,
-# where waking the other thread costs ~0.1-0.5 ms a step, the 784-256-128-10 MLP at batch 128
-# (0.18 GFLOP a step) ran 1.13x slower in two shards, the 784-512-256-10 one (0.41 GFLOP)
-# 0.85x the time, the CNN (4.4 GFLOP) 0.59x.
-MIN_SHARD_FLOP = 1.25e8
+# A shard must carry at least this much work (multiply-adds x 2 of its forward and backward)
+# to be worth its hand-overs: measured on a 2-core VM, in worker processes, MLPs at batch 128
+# of 10, 20, 39 and 78 MFLOP a step took 1.63, 1.43, 1.03 and 0.74x their time in one piece
+# (blocks of 10 steps after an idle pause, so each block paid the workers' wake-up); the
+# 784-256-128-10 MLP (0.18 GFLOP) ~0.5x run back to back, the CNN (4.4 GFLOP) ~0.56x.
+MIN_SHARD_FLOP = 2.5e7
 
 
 def step_flop(model, batch_size: int) -> float:
@@ -83,34 +99,126 @@ def default_threads(shards: int) -> int:
     return max(1, min(shards, cores))
 
 
-class Pool:
-    """`threads` threads at work: the caller and threads - 1 workers (1: the caller alone, in order)."""
+# Where shard workers run: forked processes on Linux; threads elsewhere (fork is missing on
+# Windows, and unsafe on macOS once Accelerate has started).
+WORKERS = "processes" if sys.platform.startswith("linux") else "threads"
+SPIN_SECONDS = 0.002  # how long a waiting side polls its pipe before it sleeps
 
-    def __init__(self, threads: int) -> None:
-        if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive int (got {threads!r})")
-        self.threads = threads
-        self._executor = ThreadPoolExecutor(threads - 1, thread_name_prefix="shard") if threads > 1 else None
 
-    def map(self, fn, items) -> list:
-        """[fn(item) for item in items], side by side: the calling thread takes the first item
-        itself (one hand-over fewer per call), the pool's threads the others."""
-        items = list(items)
-        if self._executor is None or len(items) < 2:
-            return [fn(item) for item in items]
-        rest = [self._executor.submit(fn, item) for item in items[1:]]
-        first = fn(items[0])
-        return [first] + [future.result() for future in rest]
+def _receive(fd: int) -> bytes:
+    """One byte from the non-blocking pipe `fd` (b"" once its other end is closed): polled,
+    yielding the core to anything else that wants it, for up to SPIN_SECONDS, then waited for."""
+    deadline = time.perf_counter() + SPIN_SECONDS
+    while True:
+        try:
+            return os.read(fd, 1)
+        except BlockingIOError:
+            if time.perf_counter() < deadline:
+                os.sched_yield()
+            else:
+                select.select([fd], [], [])
+
+
+def _work(serve, worker: int, go: int, done: int) -> None:
+    """A forked worker's whole life: on each task byte, serve(worker, task) and answer b"d" (b"m":
+    out of memory, b"x": any other failure, its traceback on stderr); leave when the pipe closes.
+    Stop signals are left to the parent, which closes the pipe when it stops."""
+    status = 1
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        os.set_blocking(go, False)
+        while task := _receive(go):
+            try:
+                serve(worker, task)
+                answer = b"d"
+            except MemoryError:
+                answer = b"m"
+            except BaseException:
+                traceback.print_exc()
+                answer = b"x"
+            os.write(done, answer)
+        status = 0
+    finally:
+        os._exit(status)  # never back into the parent's code: no atexit, no buffers flushed twice
+
+
+class _Processes:
+    """`count` forked workers, each told to go and heard from through a pipe of its own."""
+
+    def __init__(self, count: int, serve) -> None:
+        self.workers: list[tuple[int, int, int]] = []  # (pid, go: write end, done: read end)
+        try:
+            for worker in range(count):
+                go_r, go_w = os.pipe()
+                done_r, done_w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    for fd in (go_w, done_r, *(fd for _, *ends in self.workers for fd in ends)):
+                        os.close(fd)  # a worker holds no other pipe open: each sees its end close
+                    _work(serve, worker, go_r, done_w)
+                os.close(go_r)
+                os.close(done_w)
+                os.set_blocking(done_r, False)
+                self.workers.append((pid, go_w, done_r))
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self, task: bytes) -> None:
+        for _, go, _ in self.workers:
+            os.write(go, task)
+
+    def wait(self) -> None:
+        answers = [(pid, _receive(done)) for pid, _, done in self.workers]
+        for pid, answer in answers:
+            if answer == b"m":
+                raise MemoryError("a shard worker of the training step ran out of memory")
+            if answer != b"d":
+                raise self._failure(pid, answer)
+
+    def _failure(self, pid: int, answer: bytes) -> BaseException:
+        if answer == b"":  # it died: how?
+            _, status = os.waitpid(pid, 0)
+            for _, *ends in [w for w in self.workers if w[0] == pid]:
+                for fd in ends:
+                    os.close(fd)
+            self.workers = [w for w in self.workers if w[0] != pid]
+            if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+                return MemoryError(f"a shard worker of the training step (pid {pid}) was killed (SIGKILL; "
+                                   f"the system's out-of-memory killer?)")
+            return RuntimeError(f"a shard worker of the training step (pid {pid}) stopped (wait status {status})")
+        return RuntimeError(f"a shard worker of the training step (pid {pid}) failed; its traceback is above")
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown()
+        """Close every pipe (each worker then leaves) and wait for the workers to end."""
+        workers, self.workers = self.workers, []
+        for _, go, _ in workers:
+            os.close(go)
+        for pid, _, done in workers:
+            os.waitpid(pid, 0)
+            os.close(done)
 
-    def __enter__(self) -> Pool:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+class _Threads:
+    """`count` worker threads (where processes are not used): NumPy releases the GIL in its
+    products and passes, so they run at once, if slower than processes."""
+
+    def __init__(self, count: int, serve) -> None:
+        self.count, self.serve = count, serve
+        self.executor = ThreadPoolExecutor(count, thread_name_prefix="shard")
+        self.pending: list = []
+
+    def start(self, task: bytes) -> None:
+        self.pending = [self.executor.submit(self.serve, worker, task) for worker in range(self.count)]
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
 
 
 def bounds(rows: int, shards: int = SHARDS) -> list[int]:
@@ -121,41 +229,119 @@ def bounds(rows: int, shards: int = SHARDS) -> list[int]:
     return [k * size + min(k, extra) for k in range(shards + 1)]
 
 
+
+
+def _is_shared(array) -> bool:
+    """Whether `array` lies in shared memory (Backend.shared_zeros: an mmap under its bases)."""
+    while array is not None and not isinstance(array, mmap.mmap):
+        array = array.obj if isinstance(array, memoryview) else getattr(array, "base", None)
+    return array is not None
+
+
 class ShardedStep:
-    """One training step of `model` on the CPU, its batch cut into SHARDS shards.
+    """One training step of `model` on the CPU, its batch cut into `shards` shards, run by this
+    process and min(threads, shards) - 1 workers. A context manager: leaving it ends the workers.
 
     Called with the step's row count, like the plain step in nn/train.py: takes the
     batch from `feed`, writes the batch's loss and correct count to the feed's slots,
-    leaves the summed gradient in `model.grads_flat` and lets `optimizer` update."""
+    leaves the summed gradient in `model.grads_flat` and lets `optimizer` update.
 
-    def __init__(self, model, loss_fn, optimizer, feed, pool: Pool, shards: int) -> None:
-        self.model, self.optimizer, self.feed, self.pool = model, optimizer, feed, pool
-        self.shards = shards
+    A step has two phases, each shared out between this process and the workers: the
+    shards (forward and backward), then the update - the shards' gradients summed and
+    the optimiser's passes - in one contiguous part of the flat buffers per core. The
+    update's passes are element by element, so the parts change no bit."""
+
+    def __init__(self, model, loss_fn, optimizer, feed, shards: int, threads: int = 1) -> None:
+        self.model, self.optimizer, self.feed, self.shards = model, optimizer, feed, shards
+        shared = model.backend.shared_zeros  # what a worker process reads or writes
         self.replicas = [model] + [model.replica() for _ in range(shards - 1)]  # shard 0 is the model itself
         self.losses = [type(loss_fn)(loss_fn.backend, loss_fn.smoothing) for _ in range(shards)]
-        self.loss = np.zeros(shards, dtype=model.dtype)  # each shard's share of the batch's loss...
-        self.correct = np.zeros(shards, dtype=np.int64)  # ... and its right answers, in slot k
+        self.loss = shared(shards, model.dtype)  # each shard's share of the batch's loss...
+        self.correct = shared(shards, np.int64)  # ... and its right answers, in slot k
         self.slots = np.arange(shards, dtype=np.int32)
+        self.inputs = shared((feed.batch_size, *model.input_shape), model.dtype)  # the step's batch
+        self.labels = shared(feed.batch_size, np.int32)
+        self.rows = shared(1, np.int64)
+        self.step, self.key = shared(1, np.int32), shared(2, np.uint64)  # where the dropout bits come from
+        self.scalars = shared(optimizer.width, np.float64)  # the step's optimiser scalars
+        count = min(threads, shards) - 1
+        self.assigned = [list(range(1 + w, shards, count)) for w in range(count)]  # each worker's shards
+        updated = [optimizer.params, optimizer.grads, optimizer.tmp,
+                   *(getattr(optimizer, name) for name in optimizer.state_names)]
+        cores = count + 1 if all(map(_is_shared, updated)) else 1  # else this process updates alone
+        edges = bounds(model.n_params, cores)
+        self.parts = [slice(a, b) for a, b in zip(edges, edges[1:])]  # the update's part for each core
+        self.workers = None
+        if count:
+            self.workers = (_Processes if WORKERS == "processes" else _Threads)(count, self._serve)
 
-    def _shard(self, k: int, x, y, edges: list[int], rows: int) -> None:
+    def _shard(self, k: int, edges: list[int], rows: int) -> None:
         first, last = edges[k], edges[k + 1]
-        feed, replica = self.feed, self.replicas[k]
-        noise = Noise(feed.key, feed.step, feed.batch_size, first_row=first)
-        logits = replica.forward(x[first:last], training=True, rng=noise)
-        replica.backward(self.losses[k].forward_backward(logits, y[first:last], self.loss, self.correct,
+        replica = self.replicas[k]
+        noise = Noise(self.key, self.step, self.feed.batch_size, first_row=first)
+        logits = replica.forward(self.inputs[first:last], training=True, rng=noise)
+        replica.backward(self.losses[k].forward_backward(logits, self.labels[first:last], self.loss, self.correct,
                                                          self.slots[k:k + 1], total=rows))
+
+    def _run(self, shards) -> None:
+        """Shards `shards` of the current step (those the batch has: a short one may have fewer)."""
+        rows = int(self.rows[0])
+        edges = bounds(rows, self.shards)
+        for k in shards:
+            if k < len(edges) - 1:
+                self._shard(k, edges, rows)
+
+    def _update(self, k: int) -> None:
+        """Part k of the update: the shards' gradients summed, in shard order, then the optimiser."""
+        if k >= len(self.parts):
+            return
+        part = self.parts[k]
+        used = len(bounds(int(self.rows[0]), self.shards)) - 1
+        grads = self.model.grads_flat[part]
+        for replica in self.replicas[1:used]:  # the same sum on every machine
+            grads += replica.grads_flat[part]
+        self.optimizer.apply(*(float(v) for v in self.scalars), part=part)  # Python floats, as `update` passes
+
+    def _serve(self, worker: int, task: bytes) -> None:
+        """A worker's share of a phase: b"g" its shards, b"u" its part of the update."""
+        if task == b"g":
+            self._run(self.assigned[worker])
+        else:
+            self._update(worker + 1)
+
+    def _phase(self, task: bytes, mine) -> None:
+        """A phase: the workers' shares started, this process's own share (`mine()`), the workers waited for."""
+        if self.workers is None:
+            mine()
+            return
+        self.workers.start(task)
+        mine()
+        self.workers.wait()
 
     def __call__(self, rows: int) -> None:
         feed = self.feed
-        x, y = feed.batch(rows)
-        edges = bounds(rows, self.shards)
-        used = len(edges) - 1
-        self.pool.map(lambda k: self._shard(k, x, y, edges, rows), range(used))
-        grads = self.model.grads_flat
-        for replica in self.replicas[1:used]:  # in shard order: the same sum on every machine
-            grads += replica.grads_flat
+        _, y = feed.batch(rows, out=self.inputs[:rows])
+        self.labels[:rows] = y
+        self.rows[0], self.step[...], self.key[...] = rows, feed.step, feed.key
+        self._phase(b"g", lambda: self._run([0] if self.workers else range(self.shards)))
+        used = len(bounds(rows, self.shards)) - 1
         slot = int(feed.step[0])
         feed.losses[slot] = self.loss[:used].sum()  # NumPy adds a few values in order: shard 0 + shard 1
         feed.correct[slot] = int(self.correct[:used].sum())
-        self.optimizer.update(feed.step)  # one thread: split in two, the update measured slower (hand-overs)
+        self.scalars[:] = self.optimizer.row(feed.step)
+        if len(self.parts) > 1:
+            self._phase(b"u", lambda: self._update(0))
+        else:
+            self._update(0)
         feed.advance()
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
+
+    def __enter__(self) -> ShardedStep:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -5,12 +5,13 @@ optimiser scalars are found from a step counter on the device (nn/feed.py), so o
 a GPU the whole step is captured once as a CUDA graph and replayed
 (`Backend.graph`). The host reads the device once per epoch: the batches' losses
 and correct counts, then the validation pass's. On the CPU the step is cut into a
-fixed number of batch shards run on a small thread pool (nn/shards.py), the same
+fixed number of batch shards run side by side (nn/shards.py), the same
 bits whatever the number of cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -23,7 +24,7 @@ from nn.feed import Feed, batch_sizes
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential
 from nn.optim import Optimizer, Schedule
-from nn.shards import Pool, ShardedStep, default_threads, one_blas_thread, shard_count
+from nn.shards import ShardedStep, default_threads, one_blas_thread, shard_count
 
 DIVERGED = 10.0  # an epoch's mean loss above this many times chance level counts as divergence
 
@@ -39,7 +40,7 @@ class FitOptions:
     patience: int = 0  # early stopping on val loss; 0 = off
     shift: int = 0  # random-shift augmentation, in pixels; 0 = off
     progress: bool | None = None  # None: a bar only on a terminal
-    threads: int | None = None  # CPU: threads for the step's shards; None: one per shard, at most one per core
+    threads: int | None = None  # CPU: cores the step's shards use at once; None: one per shard, at most one per core
 
 
 def evaluate(model: Sequential, loss_fn: SoftmaxCrossEntropy, x, y, batch_size: int = 2048):
@@ -77,9 +78,10 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
     shards = 1 if backend.is_gpu else shard_count(model, opts.batch_size)
     threads = opts.threads or default_threads(shards)
     if log and not backend.is_gpu:
-        log.info("each step in %d shard%s on %d thread%s (nn/shards.py)", shards, "s" * (shards > 1), threads,
-                 "s" * (threads > 1))
-    with backend.session(), Pool(threads) as pool, one_blas_thread():
+        cores = min(shards, threads)
+        log.info("each step in %d shard%s on %d core%s (nn/shards.py)", shards, "s" * (shards > 1), cores,
+                 "s" * (cores > 1))
+    with backend.session(), one_blas_thread(), contextlib.ExitStack() as stack:
         feed = Feed(model, x_train, y_train, opts.batch_size, opts.shift)
         x_val, y_val = backend.to_device(x_val), backend.to_device(np.asarray(y_val).astype(np.int32))
 
@@ -90,7 +92,10 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
             optimizer.update(feed.step)
             feed.advance()
 
-        step = train_step if backend.is_gpu else ShardedStep(model, loss_fn, optimizer, feed, pool, shards)
+        if backend.is_gpu:
+            step = train_step
+        else:  # its workers start now, with BLAS already held to one thread, and end with the block
+            step = stack.enter_context(ShardedStep(model, loss_fn, optimizer, feed, shards, threads))
         steps = {rows: backend.graph(functools.partial(step, int(rows))) for rows in set(feed.sizes)}
         plan, t = feed.draw(rng), 0
         for epoch in range(1, opts.epochs + 1):

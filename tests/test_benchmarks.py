@@ -34,8 +34,8 @@ def test_layer_times_lists_every_layer_and_shares_add_up():
         assert layer in out
     shares = [float(s) for s in re.findall(r"(\d+\.\d)%$", out, flags=re.MULTILINE)]
     assert len(shares) == 14 and abs(sum(shares) - 100) < 1
-    assert re.search(r"^whole step as fit runs it \(2 shards, [12] threads?\): \d+\.\d\d ms$", out, re.MULTILINE), out
-    assert re.search(r"^whole step in one piece, one thread \(1 shard, 1 thread\): \d+\.\d\d ms$", out, re.MULTILINE)
+    assert re.search(r"^whole step as fit runs it \(2 shards, [12] cores?\): \d+\.\d\d ms$", out, re.MULTILINE), out
+    assert re.search(r"^whole step in one piece, one core \(1 shard, 1 core\): \d+\.\d\d ms$", out, re.MULTILINE)
 
 
 def test_epoch_benchmark_writes_its_table_and_json_to_scratch(tmp_path):
