@@ -11,6 +11,8 @@ The modules, one concept each:
     model        Sequential over a flat parameter buffer; mlp_spec / cnn_spec builders
     train        the fit loop
     feed         the run's data on the device, each epoch's randomness, the step counter
+    shards       the CPU step in batch shards side by side (the same bits on any core count)
+    workers      where shards run: forked worker processes (Linux) or threads
     kernels      fused CUDA kernels for the GPU step (each beside its NumPy twin)
     noise        dropout noise: counter-based Philox, the same bits on CPU and GPU
     augment      random pixel shifts

@@ -6,18 +6,13 @@ Here the step's batch is cut into `shard_count` contiguous shards; each shard's
 forward and backward runs on its own replica of the model (the same parameter
 buffer, its own activations and gradients). This process runs shard 0, and worker
 processes, forked when training starts, run the others at the same time (on
-Linux; threads elsewhere). The shards' gradients are then summed in shard order,
-and the optimiser updates the flat buffer in this process.
+Linux; threads elsewhere: nn/workers.py). Then the shards' gradients are summed in
+shard order and the optimiser updates the flat buffer, each core taking one
+contiguous part of both.
 
-Why processes: threads share Python's lock (the GIL). NumPy lets go of it inside
-a product or a pass, but a step is dozens of such calls, and two threads trading
-the lock ran each shard of the 784-256-128-10 MLP ~30 % slower than two processes
-did (2.6 against 2.0 ms a step at batch 64, on a 2-core VM). Everything a worker
-reads or writes - the parameters, its gradients, the batch, the step's number and
-noise key, its loss - lives in shared memory (Backend.shared_zeros), allocated
-before the fork; a hand-over is one byte down a pipe each way. A side that waits
-polls its pipe for up to SPIN_SECONDS before it sleeps: waking a sleeping core
-took ~0.1 ms on that VM, against a step of 2-3 ms.
+Everything a worker reads or writes - the parameters, its gradients, the batch,
+the step's number and noise key, its loss, the optimiser's state - lives in shared
+memory (Backend.shared_zeros), allocated before the fork.
 
 The bits do not depend on the machine: the number of shards (`shard_count`: from
 the network's work per step, at most SHARDS) and the order of every sum (shard 0 +
@@ -33,25 +28,19 @@ On a GPU none of this applies: the step is one graph on one device (nn/train.py)
 from __future__ import annotations
 
 import math
-import mmap
 import os
-import select
-import signal
-import sys
-import time
-import traceback
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from nn.noise import Noise
+from nn.workers import in_shared_memory, start_workers
 
 SHARDS = 2  # the most shards a step is cut into
 # A shard must carry at least this much work (multiply-adds x 2 of its forward and backward)
 # to be worth its hand-overs: measured on a 2-core VM, in worker processes, MLPs at batch 128
 # of 10, 20, 39 and 78 MFLOP a step took 1.63, 1.43, 1.03 and 0.74x their time in one piece
 # (blocks of 10 steps after an idle pause, so each block paid the workers' wake-up); the
-# 784-256-128-10 MLP (0.18 GFLOP) ~0.5x run back to back, the CNN (4.4 GFLOP) ~0.56x.
+# 784-256-128-10 MLP (0.18 GFLOP) 0.62x run back to back, the CNN (4.4 GFLOP) 0.60x.
 MIN_SHARD_FLOP = 2.5e7
 
 
@@ -99,128 +88,6 @@ def default_threads(shards: int) -> int:
     return max(1, min(shards, cores))
 
 
-# Where shard workers run: forked processes on Linux; threads elsewhere (fork is missing on
-# Windows, and unsafe on macOS once Accelerate has started).
-WORKERS = "processes" if sys.platform.startswith("linux") else "threads"
-SPIN_SECONDS = 0.002  # how long a waiting side polls its pipe before it sleeps
-
-
-def _receive(fd: int) -> bytes:
-    """One byte from the non-blocking pipe `fd` (b"" once its other end is closed): polled,
-    yielding the core to anything else that wants it, for up to SPIN_SECONDS, then waited for."""
-    deadline = time.perf_counter() + SPIN_SECONDS
-    while True:
-        try:
-            return os.read(fd, 1)
-        except BlockingIOError:
-            if time.perf_counter() < deadline:
-                os.sched_yield()
-            else:
-                select.select([fd], [], [])
-
-
-def _work(serve, worker: int, go: int, done: int) -> None:
-    """A forked worker's whole life: on each task byte, serve(worker, task) and answer b"d" (b"m":
-    out of memory, b"x": any other failure, its traceback on stderr); leave when the pipe closes.
-    Stop signals are left to the parent, which closes the pipe when it stops."""
-    status = 1
-    try:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
-        os.set_blocking(go, False)
-        while task := _receive(go):
-            try:
-                serve(worker, task)
-                answer = b"d"
-            except MemoryError:
-                answer = b"m"
-            except BaseException:
-                traceback.print_exc()
-                answer = b"x"
-            os.write(done, answer)
-        status = 0
-    finally:
-        os._exit(status)  # never back into the parent's code: no atexit, no buffers flushed twice
-
-
-class _Processes:
-    """`count` forked workers, each told to go and heard from through a pipe of its own."""
-
-    def __init__(self, count: int, serve) -> None:
-        self.workers: list[tuple[int, int, int]] = []  # (pid, go: write end, done: read end)
-        try:
-            for worker in range(count):
-                go_r, go_w = os.pipe()
-                done_r, done_w = os.pipe()
-                pid = os.fork()
-                if pid == 0:
-                    for fd in (go_w, done_r, *(fd for _, *ends in self.workers for fd in ends)):
-                        os.close(fd)  # a worker holds no other pipe open: each sees its end close
-                    _work(serve, worker, go_r, done_w)
-                os.close(go_r)
-                os.close(done_w)
-                os.set_blocking(done_r, False)
-                self.workers.append((pid, go_w, done_r))
-        except BaseException:
-            self.close()
-            raise
-
-    def start(self, task: bytes) -> None:
-        for _, go, _ in self.workers:
-            os.write(go, task)
-
-    def wait(self) -> None:
-        answers = [(pid, _receive(done)) for pid, _, done in self.workers]
-        for pid, answer in answers:
-            if answer == b"m":
-                raise MemoryError("a shard worker of the training step ran out of memory")
-            if answer != b"d":
-                raise self._failure(pid, answer)
-
-    def _failure(self, pid: int, answer: bytes) -> BaseException:
-        if answer == b"":  # it died: how?
-            _, status = os.waitpid(pid, 0)
-            for _, *ends in [w for w in self.workers if w[0] == pid]:
-                for fd in ends:
-                    os.close(fd)
-            self.workers = [w for w in self.workers if w[0] != pid]
-            if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
-                return MemoryError(f"a shard worker of the training step (pid {pid}) was killed (SIGKILL; "
-                                   f"the system's out-of-memory killer?)")
-            return RuntimeError(f"a shard worker of the training step (pid {pid}) stopped (wait status {status})")
-        return RuntimeError(f"a shard worker of the training step (pid {pid}) failed; its traceback is above")
-
-    def close(self) -> None:
-        """Close every pipe (each worker then leaves) and wait for the workers to end."""
-        workers, self.workers = self.workers, []
-        for _, go, _ in workers:
-            os.close(go)
-        for pid, _, done in workers:
-            os.waitpid(pid, 0)
-            os.close(done)
-
-
-class _Threads:
-    """`count` worker threads (where processes are not used): NumPy releases the GIL in its
-    products and passes, so they run at once, if slower than processes."""
-
-    def __init__(self, count: int, serve) -> None:
-        self.count, self.serve = count, serve
-        self.executor = ThreadPoolExecutor(count, thread_name_prefix="shard")
-        self.pending: list = []
-
-    def start(self, task: bytes) -> None:
-        self.pending = [self.executor.submit(self.serve, worker, task) for worker in range(self.count)]
-
-    def wait(self) -> None:
-        pending, self.pending = self.pending, []
-        for future in pending:
-            future.result()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-
-
 def bounds(rows: int, shards: int = SHARDS) -> list[int]:
     """Where each shard of a `rows`-row batch starts, and the end: as even as can be, the
     first shards one row longer (as numpy.array_split). Fewer shards when rows < shards."""
@@ -229,13 +96,6 @@ def bounds(rows: int, shards: int = SHARDS) -> list[int]:
     return [k * size + min(k, extra) for k in range(shards + 1)]
 
 
-
-
-def _is_shared(array) -> bool:
-    """Whether `array` lies in shared memory (Backend.shared_zeros: an mmap under its bases)."""
-    while array is not None and not isinstance(array, mmap.mmap):
-        array = array.obj if isinstance(array, memoryview) else getattr(array, "base", None)
-    return array is not None
 
 
 class ShardedStep:
@@ -268,12 +128,10 @@ class ShardedStep:
         self.assigned = [list(range(1 + w, shards, count)) for w in range(count)]  # each worker's shards
         updated = [optimizer.params, optimizer.grads, optimizer.tmp,
                    *(getattr(optimizer, name) for name in optimizer.state_names)]
-        cores = count + 1 if all(map(_is_shared, updated)) else 1  # else this process updates alone
+        cores = count + 1 if all(map(in_shared_memory, updated)) else 1  # else this process updates alone
         edges = bounds(model.n_params, cores)
         self.parts = [slice(a, b) for a, b in zip(edges, edges[1:])]  # the update's part for each core
-        self.workers = None
-        if count:
-            self.workers = (_Processes if WORKERS == "processes" else _Threads)(count, self._serve)
+        self.workers = start_workers(count, self._serve) if count else None
 
     def _shard(self, k: int, edges: list[int], rows: int) -> None:
         first, last = edges[k], edges[k + 1]

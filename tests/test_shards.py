@@ -1,5 +1,6 @@
-"""The CPU step in shards (nn/shards.py): the same bytes whatever the threads - BLAS's and the
-shards' pool - and the same training as one piece, up to float rounding."""
+"""The CPU step in shards (nn/shards.py) and its workers (nn/workers.py): the same bytes whatever
+the threads, processes and cores, the same training as one piece up to float rounding, and no
+worker that fails silently or outlives its trainer."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from nn import shards
+from nn import shards, workers
 from nn.model import Sequential, cnn_spec, mlp_spec
 from nn.optim import AdamW, Constant
 from nn.train import FitOptions, fit
@@ -63,10 +64,10 @@ def test_the_same_bytes_with_one_or_two_blas_threads_and_any_number_of_workers(n
     for blas in (1, 2):
         with threadpool_limits(limits=blas, user_api="blas"):
             assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {blas}
-            for workers in ("processes", "threads"):
-                monkeypatch.setattr(shards, "WORKERS", workers)
+            for kind in ("processes", "threads"):
+                monkeypatch.setattr(workers, "WORKERS", kind)
                 for threads in (1, 2, 3):
-                    seen[blas, workers, threads] = digest(train(SPECS[net], threads))
+                    seen[blas, kind, threads] = digest(train(SPECS[net], threads))
     assert len(set(seen.values())) == 1, seen
 
 
@@ -114,8 +115,8 @@ def forked(monkeypatch):
             pids.append(pid)
         return pid
 
-    monkeypatch.setattr(shards.os, "fork", recording_fork)
-    monkeypatch.setattr(shards, "WORKERS", "processes")
+    monkeypatch.setattr(workers.os, "fork", recording_fork)
+    monkeypatch.setattr(workers, "WORKERS", "processes")
     return pids
 
 
@@ -169,7 +170,7 @@ def test_a_failing_worker_stops_training_with_an_error_and_is_reaped(forked, alw
 
 TRAIN_UNTIL_STOPPED = textwrap.dedent("""
     import numpy as np
-    from nn import shards
+    from nn import shards, workers
     from nn.model import Sequential, mlp_spec
     from nn.optim import Adam, Constant
     from nn.train import FitOptions, fit
