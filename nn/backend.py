@@ -63,8 +63,9 @@ class Backend:
         if self.is_gpu:
             return self.xp.zeros(shape, dtype=dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        size = math.prod(shape) * np.dtype(dtype).itemsize
-        return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=dtype, count=math.prod(shape)).reshape(shape)
+        count = math.prod(shape)
+        memory = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1))  # an mmap cannot be empty
+        return np.frombuffer(memory, dtype=dtype, count=count).reshape(shape)
 
     def to_host(self, array) -> np.ndarray:
         """This backend's array -> NumPy array (a device->host copy on the GPU)."""

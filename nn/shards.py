@@ -96,8 +96,6 @@ def bounds(rows: int, shards: int = SHARDS) -> list[int]:
     return [k * size + min(k, extra) for k in range(shards + 1)]
 
 
-
-
 class ShardedStep:
     """One training step of `model` on the CPU, its batch cut into `shards` shards, run by this
     process and min(threads, shards) - 1 workers. A context manager: leaving it ends the workers.
@@ -126,6 +124,7 @@ class ShardedStep:
         self.scalars = shared(optimizer.width, np.float64)  # the step's optimiser scalars
         count = min(threads, shards) - 1
         self.assigned = [list(range(1 + w, shards, count)) for w in range(count)]  # each worker's shards
+        self.own = [0] if count else list(range(shards))  # this process's shards
         updated = [optimizer.params, optimizer.grads, optimizer.tmp,
                    *(getattr(optimizer, name) for name in optimizer.state_names)]
         cores = count + 1 if all(map(in_shared_memory, updated)) else 1  # else this process updates alone
@@ -141,20 +140,23 @@ class ShardedStep:
         replica.backward(self.losses[k].forward_backward(logits, self.labels[first:last], self.loss, self.correct,
                                                          self.slots[k:k + 1], total=rows))
 
+    def _edges(self) -> list[int]:
+        """Where the current step's shards start, and its end (a short batch may have fewer)."""
+        return bounds(int(self.rows[0]), self.shards)
+
     def _run(self, shards) -> None:
-        """Shards `shards` of the current step (those the batch has: a short one may have fewer)."""
-        rows = int(self.rows[0])
-        edges = bounds(rows, self.shards)
+        """Shards `shards` of the current step (those the batch has)."""
+        edges = self._edges()
         for k in shards:
             if k < len(edges) - 1:
-                self._shard(k, edges, rows)
+                self._shard(k, edges, edges[-1])
 
     def _update(self, k: int) -> None:
         """Part k of the update: the shards' gradients summed, in shard order, then the optimiser."""
         if k >= len(self.parts):
             return
         part = self.parts[k]
-        used = len(bounds(int(self.rows[0]), self.shards)) - 1
+        used = len(self._edges()) - 1
         grads = self.model.grads_flat[part]
         for replica in self.replicas[1:used]:  # the same sum on every machine
             grads += replica.grads_flat[part]
@@ -181,16 +183,13 @@ class ShardedStep:
         _, y = feed.batch(rows, out=self.inputs[:rows])
         self.labels[:rows] = y
         self.rows[0], self.step[...], self.key[...] = rows, feed.step, feed.key
-        self._phase(b"g", lambda: self._run([0] if self.workers else range(self.shards)))
-        used = len(bounds(rows, self.shards)) - 1
+        self._phase(b"g", lambda: self._run(self.own))
+        used = len(self._edges()) - 1
         slot = int(feed.step[0])
         feed.losses[slot] = self.loss[:used].sum()  # NumPy adds a few values in order: shard 0 + shard 1
         feed.correct[slot] = int(self.correct[:used].sum())
         self.scalars[:] = self.optimizer.row(feed.step)
-        if len(self.parts) > 1:
-            self._phase(b"u", lambda: self._update(0))
-        else:
-            self._update(0)
+        self._phase(b"u", lambda: self._update(0))
         feed.advance()
 
     def close(self) -> None:

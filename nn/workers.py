@@ -100,20 +100,20 @@ class Processes:
             os.write(go, task)
 
     def wait(self) -> None:
-        answers = [(pid, _receive(done)) for pid, _, done in self.workers]
-        for pid, answer in answers:
-            if answer == b"m":
-                raise MemoryError("a shard worker of the training step ran out of memory")
+        answers = [(worker, _receive(worker[2])) for worker in self.workers]  # every answer, then any failure
+        for worker, answer in answers:
             if answer != b"d":
-                raise self._failure(pid, answer)
+                raise self._failure(worker, answer)
 
-    def _failure(self, pid: int, answer: bytes) -> BaseException:
+    def _failure(self, worker: tuple[int, int, int], answer: bytes) -> BaseException:
+        pid = worker[0]
+        if answer == b"m":
+            return MemoryError("a shard worker of the training step ran out of memory")
         if answer == b"":  # it died: how?
             _, status = os.waitpid(pid, 0)
-            for _, *ends in [w for w in self.workers if w[0] == pid]:
-                for fd in ends:
-                    os.close(fd)
-            self.workers = [w for w in self.workers if w[0] != pid]
+            self.workers.remove(worker)
+            os.close(worker[1])
+            os.close(worker[2])
             if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
                 return MemoryError(f"a shard worker of the training step (pid {pid}) was killed (SIGKILL; "
                                    f"the system's out-of-memory killer?)")

@@ -148,8 +148,7 @@ def decode(root: Path, splits: dict, image_size, color: str) -> tuple[dict, dict
     need = n * math.prod(shape)
     if need > MAX_IDX_BYTES:
         raise StageError(f"{root}: {n} {color} images of {size[0]}x{size[1]} pixels are {need / 2 ** 30:.1f} GiB, "
-                         "over the "
-                         f"{MAX_IDX_BYTES >> 30} GiB cap for the images (MAX_IDX_BYTES); set a smaller "
+                         f"over the {MAX_IDX_BYTES >> 30} GiB cap for the images (MAX_IDX_BYTES); set a smaller "
                          "fetch.image_size or use fewer images")
     out, sha = {}, {}
     with tqdm(total=n, unit="img", desc="reading images", disable=None) as bar:

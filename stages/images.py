@@ -58,12 +58,6 @@ def open_image(path: Path, data: bytes | None = None) -> Image.Image:
     return img
 
 
-def read_gray(path: Path, data: bytes | None = None) -> np.ndarray:
-    """An image file (or its bytes `data`) -> float32 (H, W) grey levels 0..255, at most
-    WORK_SIDE on its longer side."""
-    return read_pixels(path, data)
-
-
 def read_pixels(path: Path, data: bytes | None = None, rgb: bool = False) -> np.ndarray:
     """An image file (or its bytes `data`) -> float32 levels 0..255, at most WORK_SIDE on its
     longer side: (H, W) grey, or with `rgb` (H, W, 3) red, green, blue."""

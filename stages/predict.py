@@ -35,7 +35,7 @@ from PIL import Image
 from nn import serialize
 from stages.command import Parser, run
 from stages.common import MODEL, StageError
-from stages.images import read_gray, read_pixels, resize
+from stages.images import read_pixels, resize
 
 INK = 0.15  # a pixel is ink when it stands out by this fraction of the strongest ink...
 NOISE = 5.0  # ... and by this many standard deviations of the paper's noise...
@@ -145,7 +145,7 @@ def to_input(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     if len(shape) == 3:
         return resize(read_pixels(path, rgb=shape[2] == 3), shape[:2]).reshape(shape)
     size = shape
-    found = ink_and_box(read_gray(path))
+    found = ink_and_box(read_pixels(path))
     if found is None:
         raise StageError(f"{path}: the image is empty (no ink found); the digit must stand out from its paper")
     ink, box = found

@@ -15,7 +15,7 @@ from nn import serialize
 from nn.model import Sequential, mlp_spec
 from stages import images as images_module
 from stages.common import StageError
-from stages.images import MAX_PIXELS, read_gray, read_pixels
+from stages.images import MAX_PIXELS, read_pixels
 from stages.predict import ink_and_box, to_input
 from tests.project import GIB, ROOT, address_space_cap, assert_clean_failure, env
 
@@ -142,7 +142,7 @@ def test_each_format_read_as_rgb_is_its_grey_picture_in_three_equal_channels(nam
     filename, make = FORMATS[name]
     img, options = make(seven())
     img.save(tmp_path / filename, **options)
-    gray, rgb = read_gray(tmp_path / filename), read_pixels(tmp_path / filename, rgb=True)
+    gray, rgb = read_pixels(tmp_path / filename), read_pixels(tmp_path / filename, rgb=True)
     assert rgb.shape == (*gray.shape, 3) and rgb.dtype == np.float32
     for c in range(3):
         np.testing.assert_allclose(rgb[..., c], gray, atol=0.51)  # Pillow rounds its grey conversion
@@ -200,7 +200,7 @@ def photo(gray: np.ndarray, lo: float, hi: float, noise: float, seed=0) -> np.nd
 def test_photo_of_a_digit_is_cropped_to_the_digit(lo, hi, noise, tmp_path):
     gray = seven(300, 240)
     Image.fromarray(photo(gray, lo, hi, noise)).save(tmp_path / "photo.png")
-    _, box = ink_and_box(read_gray(tmp_path / "photo.png"))
+    _, box = ink_and_box(read_pixels(tmp_path / "photo.png"))
     _, clean_box = ink_and_box(gray.astype(np.float32))
     for got, want in zip(box, clean_box):
         assert abs(got.start - want.start) <= 1 and abs(got.stop - want.stop) <= 1, (box, clean_box)
@@ -345,4 +345,4 @@ def test_pillow_bomb_errors_while_decoding_are_one_clean_error(monkeypatch, tmp_
 
     monkeypatch.setattr(images_module.ImageOps, "exif_transpose", bomb)
     with pytest.raises(StageError, match="d.png: over Pillow's size limit"):
-        read_gray(tmp_path / "d.png")
+        read_pixels(tmp_path / "d.png")
