@@ -283,8 +283,9 @@ def test_dense_memory_order_changes_nothing_but_rounding(backend, rng):
 
 
 def test_relu_reuses_its_zeros_only_for_a_matching_input(backend, rng):
-    """ReLU keeps an array of zeros between calls (see nn.activations.ReLU); inputs that change
-    shape, memory order or dtype between calls must still give exactly max(x, 0)."""
+    """On the CPU ReLU keeps an array of zeros between calls (see nn.activations.ReLU); inputs that
+    change shape, memory order or dtype between calls must still give exactly max(x, 0). A GPU keeps
+    none (a captured CUDA graph could outlive it) and must give the same answers."""
     from nn.activations import ReLU
 
     xp = backend.xp
@@ -296,4 +297,7 @@ def test_relu_reuses_its_zeros_only_for_a_matching_input(backend, rng):
         y = backend.to_host(relu.forward(xp.asarray(x)))
         assert y.dtype == x.dtype and y.shape == x.shape
         np.testing.assert_array_equal(y, np.maximum(x, 0))
-    assert relu.zeros.shape == base.shape and not backend.to_host(relu.zeros).any()
+    if backend.is_gpu:
+        assert relu.zeros is None
+    else:
+        assert relu.zeros.shape == base.shape and not backend.to_host(relu.zeros).any()

@@ -2,13 +2,15 @@
 
 The notebook runs in a fresh kernel of this interpreter (ipykernel's own spec: whatever kernels
 are registered on the machine, or none), from a temporary directory, with PYTHONPATH set to
-this checkout so that the kernel imports the `nn` under test, not another editable install.
+this checkout first so that the kernel imports the `nn` under test, not another editable install
+(what PYTHONPATH held before follows it: the kernel may need it to import ipykernel).
 Its last cell prints one JSON line of results, which the test reads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -53,7 +55,7 @@ def test_kernel_is_this_interpreter():
 
 
 def test_tour_runs_and_learns(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     km = kernel_manager()
     client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(tmp_path)}})
