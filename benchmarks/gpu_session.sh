@@ -4,6 +4,10 @@
 #   bash benchmarks/gpu_session.sh [OUT]          # OUT defaults to gpu-session/
 #   PHASES="tests bench" bash benchmarks/gpu_session.sh   # only some of: tests bench repro suite
 #
+# One call of a time-limited GPU lease (10 min a command) does not hold it all; on an H200 the
+# phases took: suite up to SUITE_LIMIT (420 s), bench 130 s, repro 80 s, tests 20 s, install and
+# data 20 s. So: PHASES=suite in one call, then PHASES="tests bench repro" in the next.
+#
 #  1. install what the machine lacks: wheels from .whl/ when that folder exists (an
 #     offline machine), else pip install -e ".[dev,gpu]" unless dvc and pytest import
 #  2. data: data/raw from .mnist/*.gz when given (an offline machine), then dvc repro prepare
