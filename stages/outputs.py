@@ -7,8 +7,10 @@ So each stage, when it fails under DVC, puts back every output that dvc.lock
 records and the workspace lacks, taking the bytes from
 
   - the copy it kept of its own outputs after its last success
-    (`.dvc/tmp/outputs/<stage>/`: hard links, so no extra disk), or
-  - DVC's cache (where cached outputs, and run-cache copies of the others, live),
+    (`.dvc/tmp/outputs/<stage>/`: hard links, so no extra disk),
+  - DVC's cache (where cached outputs, and run-cache copies of the others, live), or
+  - git's last commit, for the git-tracked reports of a workspace that never ran the
+    stage (a fresh clone: DVC keeps no copy of them, and there is no kept copy yet),
 
 and only bytes whose md5 is the one dvc.lock records: the workspace ends up as
 dvc.lock describes it, as before the run. (DVC's `persist: true` would keep the
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -140,21 +143,61 @@ def _sources(out: Path, digest: str, kept: Path, caches: list[Path]) -> dict[Pat
     return None
 
 
+def _git(*args: str) -> bytes:
+    return subprocess.run(["git", *args], capture_output=True, check=True).stdout
+
+
+def _committed(out: Path, digest: str) -> dict[Path, bytes] | None:
+    """{workspace file: its bytes in git's HEAD} when they are the version dvc.lock records
+    (md5, or DVC's tree hash for a directory), else None - also where there is no git."""
+    try:
+        listing = _git("ls-tree", "-r", "-z", "HEAD", "--", str(out))  # paths relative to here
+        blobs = {}
+        for entry in filter(None, listing.split(b"\0")):
+            meta, _, path = entry.partition(b"\t")
+            mode, kind, oid = meta.split()
+            if kind != b"blob" or mode == b"120000":  # a submodule or a link: not a stage's output
+                return None
+            blobs[Path(os.fsdecode(path))] = _git("cat-file", "blob", oid.decode())
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return None
+    hashes = {p: hashlib.md5(data).hexdigest() for p, data in blobs.items()}
+    if digest.endswith(".dir"):
+        ok = bool(blobs) and tree_md5({p.relative_to(out).as_posix(): h for p, h in hashes.items()}) == digest
+    else:
+        ok = hashes == {out: digest}
+    return blobs if ok else None
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.restore")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def restore(stage: str, log) -> None:
-    """After a failure under DVC: put back each output dvc.lock records that is missing."""
-    caches = _cache_dirs()
+    """After a failure under DVC: put back each output dvc.lock records that is missing;
+    one line names those no copy of is to be found."""
+    caches, lost = _cache_dirs(), []
     for out, digest in locked(stage).items():
         if out.exists():
             continue
         try:
             sources = _sources(out, digest, KEPT / stage / out, caches)
+            committed = None if sources is not None else _committed(out, digest)
             for dst, src in (sources or {}).items():  # never a link into DVC's cache: an edit would damage it
                 _link(src, dst, copy=not src.is_relative_to(KEPT))
+            for dst, data in (committed or {}).items():
+                _write(dst, data)
         except (OSError, ValueError) as exc:
             log.warning("%s: could not be put back (%s)", out, exc)
             continue
-        if sources is None:
-            log.warning("%s: no copy of the version dvc.lock records; `dvc checkout %s` may bring it back",
-                        out, stage)
+        if sources is None and committed is None:
+            lost.append(str(out))
             continue
-        log.info("%s: put back as dvc.lock records it", out)
+        log.info("%s: put back as dvc.lock records it%s", out, " (from git's last commit)" if committed else "")
+    if lost:
+        log.warning("%s: no copy of the version dvc.lock records is here; `dvc pull %s` may bring %s back from "
+                    "a DVC remote, and the next `dvc repro` that succeeds makes %s again", ", ".join(lost), stage,
+                    *(("it", "it") if len(lost) == 1 else ("them", "them")))

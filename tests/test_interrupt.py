@@ -107,8 +107,34 @@ def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_
     assert proc.returncode != 0
     after = project.digests(rel for rel in OUTPUTS if (project.path / rel).exists())
     assert after == {rel: b for rel, b in before.items() if not rel.startswith(tuple(lost))}
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "no copy of the version" in line]
+    assert len(lines) == (1 if lost else 0), lines  # one line names them all
     for rel in lost:
-        assert f"{rel}: no copy of the version dvc.lock records" in proc.stdout + proc.stderr
+        assert rel in lines[0] and f"dvc pull {stage}" in lines[0], lines
+
+
+@pytest.mark.parametrize("stage,key,committed", [
+    ("evaluate", "evaluate.batch_size", ["reports/confusion.json", "reports/metrics.json"]),
+    ("plots", "plots.dpi", ["reports/figures", "reports/report.md", "reports/train/history.json"]),
+])
+def test_a_fresh_clone_gets_its_git_tracked_reports_back_from_the_commit(done, tmp_path, stage, key, committed):
+    """A fresh clone has the reports from git but no kept copy, and DVC keeps none of git-tracked
+    outputs: a failed stage takes them from git's last commit, where its bytes are dvc.lock's."""
+    import shutil
+
+    project = Project(tmp_path / "f", like=done)
+    project.git("add", "-A")
+    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a run")
+    shutil.rmtree(project.path / ".dvc/tmp/outputs")  # as in a fresh clone
+    before = snapshot(project)
+    project.set(key, -1)
+    proc = project.dvc("repro", stage, check=False)
+    assert proc.returncode != 0
+    assert snapshot(project) == before
+    assert project.git("status", "--porcelain").split() == ["M", "params.yaml"]
+    for rel in committed:
+        assert f"{rel}: put back as dvc.lock records it (from git's last commit)" in proc.stdout + proc.stderr
+    assert "no copy of the version" not in proc.stdout + proc.stderr  # the rest came from DVC's cache
 
 
 def test_a_stage_that_cannot_write_one_output_changes_none(done, tmp_path):
