@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from nn.atomic import atomic_file
+
 KEPT = Path(".dvc/tmp/outputs")
 
 
@@ -169,13 +171,6 @@ def _committed(out: Path, digest: str) -> dict[Path, bytes] | None:
     return blobs if ok else None
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.restore")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def restore(stage: str, log) -> None:
     """After a failure under DVC: put back each output dvc.lock records that is missing;
     one line names those no copy of is to be found."""
@@ -189,7 +184,8 @@ def restore(stage: str, log) -> None:
             for dst, src in (sources or {}).items():  # never a link into DVC's cache: an edit would damage it
                 _link(src, dst, copy=not src.is_relative_to(KEPT))
             for dst, data in (committed or {}).items():
-                _write(dst, data)
+                with atomic_file(dst) as f:
+                    f.write(data)
         except (OSError, ValueError) as exc:
             log.warning("%s: could not be put back (%s)", out, exc)
             continue

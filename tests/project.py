@@ -76,8 +76,12 @@ class Project:
                 shutil.copy2(src, dst)
         self.set_params(overrides or {})
         self.git("init", "-q")
+        self.commit("init")
+
+    def commit(self, message: str) -> None:
+        """Commit everything in the working tree (git add -A), as a throw-away author."""
         self.git("add", "-A")
-        self.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+        self.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
 
     def params(self) -> dict:
         return yaml.safe_load((self.path / "params.yaml").read_text())

@@ -88,8 +88,7 @@ def ran_project(tmp_path_factory):
     """The digits pipeline, run once through `dvc repro` in a git copy."""
     project = Project(tmp_path_factory.mktemp("dag"), DIGITS)
     assert project.repro() == list(STAGES)
-    project.git("add", "-A")
-    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run")
+    project.commit("run")
     return project
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,8 +98,6 @@ def test_a_train_that_fails_under_dvc_keeps_the_previous_outputs(done, tmp_path)
 def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_path, stage, key, lost):
     """The stage's own copy is of another run (here: removed): outputs come from DVC's cache, md5-checked;
     one DVC holds no copy of is reported, not invented."""
-    import shutil
-
     project = Project(tmp_path / "c", like=done)
     before = snapshot(project)
     shutil.rmtree(project.path / ".dvc/tmp/outputs" / stage)
@@ -120,11 +119,8 @@ def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_
 def test_a_fresh_clone_gets_its_git_tracked_reports_back_from_the_commit(done, tmp_path, stage, key, committed):
     """A fresh clone has the reports from git but no kept copy, and DVC keeps none of git-tracked
     outputs: a failed stage takes them from git's last commit, where its bytes are dvc.lock's."""
-    import shutil
-
     project = Project(tmp_path / "f", like=done)
-    project.git("add", "-A")
-    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a run")
+    project.commit("a run")
     shutil.rmtree(project.path / ".dvc/tmp/outputs")  # as in a fresh clone
     before = snapshot(project)
     project.set(key, -1)

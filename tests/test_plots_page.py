@@ -96,8 +96,7 @@ def test_page_has_the_charts(page):
 
 def test_plots_diff_uses_the_same_page(ran):
     """Two runs on one chart (`dvc plots diff <rev>`) come offline too."""
-    ran.git("add", "-A")
-    ran.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run")
+    ran.commit("run")
     ran.dvc("plots", "diff", "HEAD", "-o", "diff")
     html = (ran.path / "diff" / "index.html").read_text(encoding="utf-8")
     assert "cdn.jsdelivr.net" not in html

@@ -36,8 +36,7 @@ def experiments(show: list) -> list[dict]:
 def test_queue_two_experiments_and_read_both(tmp_path):
     project = Project(tmp_path / "q", DIGITS)
     project.repro()
-    project.git("add", "-A")
-    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run")
+    project.commit("baseline run")
     project.dvc("exp", "run", "--queue", "-S", "train.lr=0.001,0.005")
     # the workers outlive `dvc queue start`: give them a log file, not our pipes
     import subprocess

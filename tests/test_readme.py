@@ -159,8 +159,7 @@ def test_experimenting_section_top_to_bottom(tmp_path):
     commands = section_commands((ROOT / "README.md").read_text())
     project = Project(tmp_path / "p", DIGITS)
     project.repro()
-    project.git("add", "-A")
-    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run")
+    project.commit("baseline run")
     baseline = flatten(project.params())
     committed = {rel: project.read(rel) for rel in ("params.yaml", "dvc.lock", "reports/metrics.json")}
     model = project.read("models/model.npz")

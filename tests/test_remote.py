@@ -105,11 +105,6 @@ def clone(source, path) -> Project:
     return project
 
 
-def commit(project, message: str) -> None:
-    project.git("add", "-A")
-    project.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
-
-
 def snapshot(project) -> dict[str, str]:
     return project.digests(CACHED + TRACKED)
 
@@ -128,7 +123,7 @@ def team_a(tmp_path_factory, s3):
         mp.setenv("HOME", str(root / "home"))
         a = Project(root / "a", DIGITS)
         assert a.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
-        commit(a, "a run")
+        a.commit("a run")
         bucket = new_bucket(s3)
         use_s3(a, s3, bucket)
         a.dvc("push", "--run-cache")
@@ -173,7 +168,7 @@ def test_the_default_remote_needs_no_set_up_and_experiments_travel(tmp_path, hom
     a bare git repository; a fresh clone B pulls both: the same bytes."""
     a = Project(tmp_path / "a", DIGITS)
     assert a.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
-    commit(a, "a run")
+    a.commit("a run")
     origin = tmp_path / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
     a.git("remote", "add", "origin", str(origin))
