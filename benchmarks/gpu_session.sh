@@ -11,7 +11,7 @@
 #  1. install what the machine lacks: wheels from .whl/ when that folder exists (an
 #     offline machine), else pip install -e ".[dev,gpu]" unless dvc and pytest import
 #  2. data: data/raw from .mnist/*.gz when given (an offline machine), then dvc repro prepare
-#  3. the GPU tests first (kernels, fit, gradients, optimisers), for quick feedback
+#  3. the GPU tests first (every file whose tests take the backend or gpu fixture), for quick feedback
 #  4. benchmarks: the default MLP and the CNN, this project against PyTorch CUDA
 #  5. dvc repro with train.device cpu, then gpu (train time, test accuracy); the CNN on the GPU
 #  6. the whole suite with the GPU visible and hidden (CUDA_VISIBLE_DEVICES=), side by side; the slow
@@ -66,8 +66,10 @@ timeout 300 dvc repro prepare >>"$OUT/repro.log" 2>&1 && say "data/prepared: ok"
 
 if [ -n "$GPU" ] && want tests; then
   step "GPU tests"
-  timeout 240 $PY -m pytest -q -rfEs tests/test_kernels.py tests/test_fit.py tests/test_gradients.py tests/test_optim.py \
-    tests/test_backend.py tests/test_noise.py >"$TMP/gpu_tests" 2>&1
+  # every file with a test that takes the `backend` or `gpu` fixture (tests/conftest.py), and the noise
+  # test (NumPy's Philox read as the formula the GPU's dropout kernel computes)
+  files=$(grep -lE "def test_[a-z0-9_]+\([^)]*\b(backend|gpu)\b" tests/test_*.py)
+  timeout 240 $PY -m pytest -q -rfEs $files tests/test_noise.py >"$TMP/gpu_tests" 2>&1
   say "$(tail -1 "$TMP/gpu_tests")"; grep -E "^(FAILED|ERROR) " "$TMP/gpu_tests" | tee -a "$SUMMARY"
   cat "$TMP/gpu_tests" >>"$OUT/tests.log"; rm -f "$TMP/gpu_tests"
 fi
