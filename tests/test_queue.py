@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
+import re
 
 import yaml
 
@@ -37,23 +37,11 @@ def test_queue_two_experiments_and_read_both(tmp_path):
     project = Project(tmp_path / "q", DIGITS)
     project.repro()
     project.commit("baseline run")
-    project.dvc("exp", "run", "--queue", "-S", "train.lr=0.001,0.005")
-    # the workers outlive `dvc queue start`: give them a log file, not our pipes
-    import subprocess
-    import sys
-
-    from tests.project import env
-
-    with open(tmp_path / "queue.log", "w") as log:
-        subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=project.path, env=env(),
-                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True)
-    deadline = time.time() + 300
-    while True:
-        status = project.dvc("queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        assert time.time() < deadline, status
-        time.sleep(2)
+    queued = project.dvc("exp", "run", "--queue", "-S", "train.lr=0.001,0.005").stdout
+    names = set(re.findall(r"Queued experiment '([^']+)'", queued))
+    assert len(names) == 2, queued
+    project.start_queue(2, tmp_path / "queue.log")
+    status = project.wait_for_queue(names)
     assert "Failed" not in status, project.dvc("queue", "logs", status.split()[-1], check=False).stdout
     project.dvc("queue", "stop", check=False)
     runs = experiments(json.loads(project.dvc("exp", "show", "--json").stdout))

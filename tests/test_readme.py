@@ -31,7 +31,6 @@ import json
 import re
 import shlex
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -130,28 +129,6 @@ def run(project: Project, command: str, log) -> str:
     return output
 
 
-def exp_refs(project: Project) -> set[str]:
-    """Names of the finished experiments: refs/exps/<..>/<baseline>/<name> (a cheap git call)."""
-    refs = project.git("for-each-ref", "--format=%(refname)", "refs/exps").split()
-    return {m[1] for ref in refs if (m := re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(.+)", ref))}
-
-
-def wait_for_queue(project: Project, names: set[str], timeout: float = 300) -> str:
-    """Until every queued experiment in `names` has its ref (a cheap git call every second) or the
-    queue has nothing queued or running (`dvc queue status`, every 15 s: it costs a second of CPU
-    that the workers need); then the queue's status."""
-    deadline, last = time.time() + timeout, 0.0
-    while True:
-        if names <= exp_refs(project):
-            return project.dvc("queue", "status").stdout
-        if time.time() - last > 15:
-            status, last = project.dvc("queue", "status").stdout, time.time()
-            if not re.search(r"\b(Queued|Running)\b", status):
-                return status
-        assert time.time() < deadline, project.dvc("queue", "status").stdout
-        time.sleep(1)
-
-
 def test_the_section_has_experiments_that_name_their_params():
     runs = [c for c in section_commands((ROOT / "README.md").read_text()) if c.startswith("dvc exp run")]
     assert len(runs) >= 3 and all(set_params(c) for c in runs), runs
@@ -177,14 +154,14 @@ def test_experimenting_section_top_to_bottom(tmp_path):
                 continue
             if "train.device=gpu" in command and not has_gpu:
                 command = command.replace("train.device=gpu", "train.device=cpu")
-            before = exp_refs(project)
+            before = project.exp_refs()
             output = run(project, command, log)
             if command.startswith("dvc exp run"):
-                made = set(re.findall(r"Queued experiment '([^']+)'", output)) or exp_refs(project) - before
+                made = set(re.findall(r"Queued experiment '([^']+)'", output)) or project.exp_refs() - before
                 assert made, f"{command!r} made no experiment:\n{output}"
                 owner.update(dict.fromkeys(made, command))
             if command.startswith("dvc queue status"):
-                status = wait_for_queue(project, {n for n, c in owner.items() if "--queue" in c})
+                status = project.wait_for_queue({n for n, c in owner.items() if "--queue" in c})
                 assert "Failed" not in status, status
             if re.match(r"dvc (exp|metrics) show", command):
                 widths[command] = table_width(output)

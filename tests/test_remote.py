@@ -208,9 +208,12 @@ def s3_strict():
     (lambda p, bucket, strict: p.dvc("remote", "modify", "--local", "team", "endpointurl", strict),
      "Forbidden", "the store refuses the credentials"),
 ])
-def test_an_unusable_remote(team_a, s3, s3_strict, tmp_path, breakage, dvc_says, we_say):
+def test_an_unusable_remote(team_a, s3, s3_strict, tmp_path, monkeypatch, breakage, dvc_says, we_say):
     """dvc pull fails in DVC's words (naming the endpoint or bucket, not the remote); the project's
     `python -m stages.remote` says it in one line naming the remote. Nothing is written."""
+    # one try per request: botocore's default five tries of a refused connection took ~20 s a
+    # command here and change no word of what is checked (the other two breakages are never retried)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     a, bucket, _, _ = team_a
     b = clone(a.path, tmp_path / "b")
     use_s3(b, s3, bucket)
