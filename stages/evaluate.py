@@ -5,7 +5,8 @@ recall / F1; reproducible to the byte: the training time is in the train stage's
 own reports/train/timing.json), reports/confusion.json
 ({actual, predicted, count} records, one per non-empty cell of the confusion
 matrix, for `dvc plots` and its template .dvc/plots/confusion_counts.json),
-data/predictions/test.npz (the probabilities, for the plots stage).
+data/predictions/test.npz (the probabilities, for the plots stage). The test images
+run through the model on evaluate.device (auto: a GPU where one is usable).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from stages.common import (
     log,
     write_json,
 )
+from stages.device import backend_for
 
 
 def r6(x) -> float:
@@ -63,7 +65,7 @@ def confusion_records(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> li
 
 def main() -> None:
     pe = P.load("evaluate")["evaluate"]
-    model = serialize.load(MODEL)
+    model = serialize.load(MODEL, backend=backend_for(pe, "evaluate"))
     x, y, classes = load_split(DATA_PREPARED / "test.npz")
     check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")
     probs = model.predict_proba(x, batch_size=pe["batch_size"]).astype(np.float32)

@@ -140,6 +140,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     },
     "evaluate": {
         "batch_size": _int(1, BATCH),
+        "device": _choice("auto", "cpu", "gpu"),
     },
     "plots": {
         "samples": _int(1, 100),

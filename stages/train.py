@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from nn import serialize
-from nn.backend import BackendError, select
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential, cnn_spec, mlp_spec, training_bytes
 from nn.optim import OPTIMIZERS, SCHEDULES
@@ -27,6 +26,7 @@ from nn.train import DivergenceError, FitOptions, fit
 from stages import params as P
 from stages.command import run
 from stages.common import DATA_PREPARED, MODEL, TIMING, StageError, load_split, log, write_json
+from stages.device import backend_for
 
 
 def model_spec(pm, input_shape, classes, x_train) -> dict:
@@ -94,10 +94,7 @@ def make_schedule(pt, steps_per_epoch: int):
 def main() -> None:
     params = P.load("model", "train")
     pm, pt = params["model"], params["train"]
-    try:
-        backend = select(pt["device"])
-    except BackendError as exc:
-        raise StageError(f"params.yaml: train.device: {exc}; set train.device to auto or cpu") from None
+    backend = backend_for(pt, "train")
     x_train, y_train, classes = load_split(DATA_PREPARED / "train.npz")
     x_val, y_val, _ = load_split(DATA_PREPARED / "val.npz")
     if x_val.shape[1:] != x_train.shape[1:]:

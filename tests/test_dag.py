@@ -78,7 +78,7 @@ CHANGES = {
     "train.weight_decay": 0.01, "train.schedule": "step", "train.warmup_epochs": 1, "train.step_epochs": 2,
     "train.gamma": 0.5, "train.label_smoothing": 0.1, "train.shift": 1, "train.patience": 2, "train.seed": 5,
     "train.device": "cpu",
-    "evaluate.batch_size": 100,
+    "evaluate.batch_size": 100, "evaluate.device": "cpu",
     "plots.samples": 4, "plots.misclassified": 2, "plots.seed": 3, "plots.dpi": 60,
 }
 

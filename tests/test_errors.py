@@ -80,12 +80,13 @@ def test_broken_yaml(project):
     assert_clean_failure(project.stage("train"), "params.yaml: not valid YAML")
 
 
-def test_gpu_forced_without_gpu(project):
-    """No CuPy, or CuPy with every device hidden: the same one-line error."""
-    project.set("train.device", "gpu")
-    no_gpu = project.stage("train", extra_env={"CUDA_VISIBLE_DEVICES": ""})
-    assert_clean_failure(no_gpu, "train.device", "no GPU is usable", "auto or cpu")
-    assert not (project.path / "models/model.npz").exists()
+@pytest.mark.parametrize("stage,output", [("train", "models/model.npz"), ("evaluate", "reports/metrics.json")])
+def test_gpu_forced_without_gpu(project, stage, output):
+    """No CuPy, or CuPy with every device hidden: the same one-line error, naming the stage's key."""
+    project.set(f"{stage}.device", "gpu")
+    no_gpu = project.stage(stage, extra_env={"CUDA_VISIBLE_DEVICES": ""})
+    assert_clean_failure(no_gpu, f"params.yaml: {stage}.device", "no GPU is usable", f"set {stage}.device to auto")
+    assert not (project.path / output).exists()
 
 
 # -- fetch --------------------------------------------------------------------
