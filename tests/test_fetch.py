@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from nn.data import IdxError, from_idx
-from stages import download
+from stages import download, idx, sources
 from stages import fetch as F
 from stages.common import StageError
 from stages.datasets import DIGITS, FILES, Mirror
@@ -41,7 +41,7 @@ def header(*shape):
 
 @pytest.fixture(scope="module")
 def digits_files():
-    return F.from_sklearn_digits()
+    return sources.from_sklearn_digits()
 
 
 @pytest.fixture(scope="module")
@@ -187,12 +187,12 @@ def test_every_source_gives_the_same_bytes(server, digits_files, tmp_path):
 def test_idx_from_a_url_gives_the_same_bytes_and_records_their_hashes(server, digits_files):
     """fetch.dataset idx with a URL: the four .gz files downloaded, nothing pinned, every sha256
     recorded; no classes.txt there (a 404): the classes are numbered."""
-    files, meta = F.idx_dataset(f"{server[0]}/ok/", 2, 0)
+    files, meta = idx.dataset(f"{server[0]}/ok/", 2, 0)
     assert files == digits_files
     assert meta["sha256"] == {name: hashlib.sha256(data).hexdigest() for name, data in digits_files.items()}
     assert meta["classes"] == [str(d) for d in range(10)] and meta["shape"] == [8, 8]
     with pytest.raises(StageError, match="HTTP 404"):
-        F.idx_dataset(f"{server[0]}/404/", 2, 0)
+        idx.dataset(f"{server[0]}/404/", 2, 0)
 
 
 @pytest.mark.parametrize("mode,why", [("404", "HTTP 404"), ("500", "HTTP 500"), ("garbage", "checksum"),
@@ -215,7 +215,7 @@ def test_garbage_without_published_checksum_is_caught_as_bad_gzip(server):
 
 
 def test_every_source_failing_lists_each_source(server, monkeypatch):
-    monkeypatch.setattr(F, "from_sklearn_digits", lambda: (_ for _ in ()).throw(F.SourceError("offline")))
+    monkeypatch.setattr(sources, "from_sklearn_digits", lambda: (_ for _ in ()).throw(sources.SourceError("offline")))
     dataset = with_mirrors(mirror(server, "404"), mirror(server, "500"))
     with pytest.raises(StageError) as info:
         F.fetch(dataset, "auto", 1, 0)
@@ -391,7 +391,7 @@ def test_any_os_error_becomes_a_source_error(digits_files, tmp_path, monkeypatch
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(F.os, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     assert f"{tmp_path / 'train-labels-idx1-ubyte'}: cannot be opened (Permission denied)" in fetch_error(str(tmp_path))
 
 
@@ -483,7 +483,7 @@ def test_unpickler_refuses_anything_but_arrays():
     import numpy as np
 
     arrays = pickle.dumps(((np.zeros((2, 3), np.float32), np.arange(2)),), protocol=3)
-    loaded = F.load_arrays_pickle(arrays)
+    loaded = sources.load_arrays_pickle(arrays)
     assert loaded[0][0].shape == (2, 3)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        F.load_arrays_pickle(pickle.dumps(os.system))
+        sources.load_arrays_pickle(pickle.dumps(os.system))

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from stages import fetch as F
+from stages import idx
 from stages.datasets import MNIST
 from tests.project import Project
 
@@ -43,7 +44,7 @@ def test_the_same_files_fetched_as_idx_give_the_same_bytes(mnist_project, tmp_pa
     original = {name: (raw / name).read_bytes() for name in F.FILES}
     for name, data in original.items():
         (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
-    files, meta = F.idx_dataset(str(tmp_path), 5, 0)
+    files, meta = idx.dataset(str(tmp_path), 5, 0)
     assert files == original == F.fetch(MNIST, str(tmp_path), 5, 0)[0]
     assert meta["classes"] == [str(d) for d in range(10)] and meta["shape"] == [28, 28]
     assert sorted(meta["sha256"]) == sorted(F.FILES)
