@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from nn.data import MAX_IDX_BYTES, to_idx
@@ -107,6 +106,8 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
 
 
 def _split(files: list[tuple[str, int]], test_size, seed: int) -> dict[str, list[tuple[str, int]]]:
+    from sklearn.model_selection import train_test_split  # where used: 1.7 s to import (stages/evaluate.py)
+
     labels = [label for _, label in files]
     try:
         train, test = train_test_split(files, test_size=test_size, random_state=seed, stratify=labels)

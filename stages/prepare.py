@@ -7,7 +7,6 @@ data/raw/ -> data/prepared/{train,val,test}.npz, each with x uint8 (N, H, W) or
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from nn.atomic import write_npz
 from nn.data import MAX_IDX_BYTES, from_idx, images_problem
@@ -62,6 +61,8 @@ def split(x, y, val_size, seed: int):
     if not 1 <= count < n:
         raise StageError(f"params.yaml: prepare.val_size gives {count} validation samples; "
                          f"it must leave between 1 and {n - 1} of the {n} training samples")
+    from sklearn.model_selection import train_test_split  # where used: 1.7 s to import (stages/evaluate.py)
+
     try:
         return train_test_split(x, y, test_size=count, random_state=seed, stratify=y)
     except ValueError as exc:  # e.g. fewer val samples than classes
