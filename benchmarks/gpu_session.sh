@@ -33,6 +33,7 @@ PHASES=${PHASES:-tests bench repro suite}
 want() { case " $PHASES " in *" $1 "*) return 0;; esac; return 1; }
 say() { echo "$*" | tee -a "$SUMMARY"; }
 step() { say ""; say "== $(date -u +%T) $*"; }
+since() { $PY -c "print(round($(date +%s.%N) - $1, 1))"; }  # seconds since a $(date +%s.%N)
 
 step "machine"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "no nvidia-smi"
@@ -101,14 +102,14 @@ EOF
     name=${run%%:*}; cp "$TMP/params.yaml" params.yaml; set_params ${run#*:}
     start=$(date +%s.%N)
     timeout 240 dvc repro >>"$OUT/repro.log" 2>&1 || say "dvc repro $name: FAILED (repro.log)"
-    wall=$($PY -c "print(round($(date +%s.%N) - $start, 1))")
+    wall=$(since $start)
     say "$name: dvc repro ${wall}s; $($PY -c 'import json; t = json.load(open("reports/train/timing.json")); m = json.load(open("reports/metrics.json")); print("train", t["seconds"], "s,", t["seconds_per_epoch"], "s/epoch,", t["device"], "- test accuracy", m["test"]["accuracy"])' 2>&1)"
     { echo "--- $name"; cat reports/train/timing.json reports/metrics.json; } >>"$OUT/repro.log" 2>&1
   done
   for dev in cpu gpu; do  # the CNN's evaluate stage alone, on either device (outputs left as they come)
     set_params evaluate.device=$dev; start=$(date +%s.%N)
     timeout 120 $PY -m stages.evaluate >>"$OUT/repro.log" 2>&1 || say "evaluate on $dev: FAILED (repro.log)"
-    say "cnn evaluate on $dev: $($PY -c "print(round($(date +%s.%N) - $start, 1))")s, test accuracy $($PY -c 'import json; print(json.load(open("reports/metrics.json"))["test"]["accuracy"])')"
+    say "cnn evaluate on $dev: $(since $start)s, test accuracy $($PY -c 'import json; print(json.load(open("reports/metrics.json"))["test"]["accuracy"])')"
   done
   cp "$TMP/params.yaml" params.yaml && rm -f "$TMP/params.yaml"
 fi

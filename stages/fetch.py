@@ -23,7 +23,6 @@ from stages import params as P
 from stages.command import run
 from stages.common import DATA_RAW, StageError, log, write_json
 from stages.datasets import DATASETS, FILES, Dataset, Mirror
-from stages.sources import SourceError
 
 
 def plan(dataset: Dataset, source: str, timeout: float, retries: int) -> list[tuple[str, Callable]]:
@@ -46,7 +45,7 @@ def verify(dataset: Dataset, files: dict[str, bytes]) -> None:
     for name in FILES:
         got = sources.digest(dataset.algorithm, files[name])
         if got != dataset.content[name]:
-            raise SourceError(f"{name}: content {dataset.algorithm} {got} does not match the pinned "
+            raise sources.SourceError(f"{name}: content {dataset.algorithm} {got} does not match the pinned "
                               f"{dataset.content[name]} (corrupted or a different dataset)")
         from_idx(files[name], name)
 
@@ -59,7 +58,7 @@ def fetch(dataset: Dataset, source: str, timeout: float, retries: int) -> tuple[
             files = get()
             verify(dataset, files)
             return files, label
-        except SourceError as exc:
+        except sources.SourceError as exc:
             why = " ".join(str(exc).splitlines())  # one line, whatever a file name holds
             log.warning("%s failed: %s", label, why)
             failures.append(f"[{label}] {why}")
