@@ -66,7 +66,7 @@ def save(fig, name: str, dpi: int) -> None:
         f.write(buf.getvalue())
 
 
-def report(model, metrics: dict, history: list[dict]) -> str:
+def report(model, metrics: dict, history: list[dict], classes: list[str]) -> str:
     t = metrics["test"]
     training = model.spec.get("training", {})
     layers = " → ".join(layer.describe() for layer in model.layers)
@@ -96,7 +96,7 @@ def report(model, metrics: dict, history: list[dict]) -> str:
         "|---|---|---|---|---|",
     ]
     lines += [f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
-              for name, c in metrics["per_class"].items()]
+              for name, c in ((name, metrics["per_class"][name]) for name in classes)]
     lines += ["", "## Figures", ""]
     for name, (title, what) in FIGURES_SHOWN.items():
         lines += [f"**{title}**: {what}.", "", f"![{title}](figures/{name}.png)", ""]
@@ -127,7 +127,7 @@ def check_metrics(metrics, classes: list[str]) -> dict:
     keys = ("accuracy", "loss", "macro_f1", "top3_accuracy", "errors", "samples")
     per_class = metrics.get("per_class") if isinstance(test, dict) else None
     if not (isinstance(test, dict) and all(isinstance(test.get(k), (int, float)) for k in keys)
-            and isinstance(per_class, dict) and list(per_class) == classes):
+            and isinstance(per_class, dict) and sorted(per_class) == sorted(classes)):  # JSON keys are sorted
         raise StageError(f"{METRICS}: not the metrics of this test split; rerun the evaluate stage (dvc repro)")
     return metrics
 
@@ -156,7 +156,7 @@ def main() -> None:
     }
     for name in FIGURES_SHOWN:  # one at a time: drawn, saved, closed
         save(figures[name](), f"{name}.png", dpi)
-    write_text(REPORT, report(model, metrics, history))
+    write_text(REPORT, report(model, metrics, history, classes))
     log.info("wrote %d figures to %s and %s", len(figures), FIGURES, REPORT)
 
 

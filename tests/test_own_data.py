@@ -77,6 +77,26 @@ def test_idx_from_a_folder_gives_the_same_bytes_as_the_named_dataset(tmp_path):
     assert_clean_failure(project.stage("fetch"), "fetch.source must be the folder or URL")
 
 
+NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")  # not in sorted order
+
+
+def test_class_names_out_of_sorted_order_go_through_the_whole_pipeline(tmp_path):
+    """metrics.json's keys are sorted; the report still lists the classes in their own order."""
+    project = Project(tmp_path / "p", DIGITS)
+    assert project.stage("fetch").returncode == 0
+    folder = tmp_path / "idx"
+    shutil.copytree(project.path / "data" / "raw", folder, ignore=shutil.ignore_patterns("dataset.json"))
+    (folder / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    project.set_params({"fetch": {"dataset": "idx", "source": str(folder)}})
+    assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+    metrics = json.loads((project.path / "reports" / "metrics.json").read_text())
+    assert list(metrics["per_class"]) == sorted(NAMES)
+    report = (project.path / "reports" / "report.md").read_text()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in report.splitlines()
+            if line.startswith("| ") and line.split(" | ")[0].lstrip("| ") in NAMES]
+    assert rows == list(NAMES)
+
+
 # -- fetch.dataset: folder, the whole pipeline ------------------------------------------------
 def test_a_folder_of_images_trains_and_reruns_exactly_when_an_image_changes(project):
     source = project.path / "data" / "source" / "shapes"
