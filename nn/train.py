@@ -43,6 +43,15 @@ class FitOptions:
     threads: int | None = None  # CPU: cores the step's shards use at once; None: one per shard, at most one per core
 
 
+def kept_epoch(history: list[dict], patience: int) -> int:
+    """The epoch whose weights `fit` leaves in the model: with early stopping (patience > 0)
+    the first epoch of lowest (finite) val loss, restored at the end; otherwise the last."""
+    finite = [r for r in history if math.isfinite(r["val_loss"])]
+    if not patience or not finite:
+        return history[-1]["epoch"]
+    return min(finite, key=lambda r: r["val_loss"])["epoch"]
+
+
 def evaluate(model: Sequential, loss_fn: SoftmaxCrossEntropy, x, y, batch_size: int = 2048):
     """Mean loss and accuracy over (x, y) in inference mode -> (loss, acc) floats.
     x, y may already be on the device; per-batch results are read back once."""
@@ -67,14 +76,14 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
     Each record: epoch, lr, train_loss, train_acc, val_loss, val_acc, and seconds
     (the training pass alone, without the validation pass).
     With `opts.patience`, stops after that many epochs without a lower val loss
-    and restores the best weights. `on_epoch(record)`, if given, is called after
+    and restores the weights of `kept_epoch(history, patience)`. `on_epoch(record)`, if given, is called after
     each epoch; returning False stops training there.
     """
     backend = model.backend
     loss_fn = loss_fn or SoftmaxCrossEntropy(backend)
     chance = math.log(model.output_shape[-1])  # the loss of a uniform guess
     history: list[dict] = []
-    best_loss, best_params, wait = math.inf, None, 0
+    best_params, wait = None, 0
     shards = 1 if backend.is_gpu else shard_count(model, opts.batch_size)
     threads = opts.threads or default_threads(shards)
     if log and not backend.is_gpu:
@@ -127,8 +136,8 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
             if on_epoch is not None and on_epoch(record) is False:
                 break
             if opts.patience:
-                if val_loss < best_loss:
-                    best_loss, best_params, wait = val_loss, model.params_flat.copy(), 0
+                if kept_epoch(history, opts.patience) == epoch:
+                    best_params, wait = model.params_flat.copy(), 0
                 else:
                     wait += 1
                     if wait >= opts.patience:

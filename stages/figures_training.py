@@ -45,7 +45,9 @@ def accuracy_note(model, history) -> str:
     return "\n".join(lines)
 
 
-def curves_figure(history, model):
+def curves_figure(history, model, kept: int | None = None):
+    """Loss, accuracy and learning rate per epoch; `kept`, if not the last epoch, is marked: the
+    epoch whose weights early stopping kept."""
     epochs = [r["epoch"] for r in history]
     fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=(15, 5.4), gridspec_kw={"width_ratios": [1, 1, 0.7]})
     for key, name in (("train", "train"), ("val", "validation")):
@@ -60,6 +62,8 @@ def curves_figure(history, model):
     lr.yaxis.set_major_locator(MaxNLocator(5))
     lr.yaxis.set_major_formatter(PLAIN)
     for ax in (loss, acc, lr):
+        if kept is not None and kept != epochs[-1]:
+            ax.axvline(kept, color="0.4", linestyle=":", label=f"kept: epoch {kept}" if ax is loss else None)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss.legend()

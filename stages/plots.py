@@ -69,6 +69,7 @@ def save(fig, name: str, dpi: int) -> None:
 def report(model, metrics: dict, history: list[dict], classes: list[str]) -> str:
     t = metrics["test"]
     training = model.spec.get("training", {})
+    kept = weights_epoch(model, history)
     layers = " → ".join(layer.describe() for layer in model.layers)
     lines = [
         "# Run report",
@@ -81,7 +82,10 @@ def report(model, metrics: dict, history: list[dict], classes: list[str]) -> str
         f"- parameters: {model.n_params:,}; input normalised as (x − {model.normalize['mean']}) / "
         f"{model.normalize['std']}",
         "- training: " + ", ".join(f"{k} = {v}" for k, v in training.items()),
-        f"- epochs run: {len(history)}; final val accuracy {100 * history[-1]['val_acc']:.2f} %",
+        f"- epochs run: {len(history)}; " + (
+            f"final val accuracy {100 * history[-1]['val_acc']:.2f} %" if kept == len(history) else
+            f"weights of epoch {kept} (early stopping kept the lowest val loss): "
+            f"val accuracy {100 * history[kept - 1]['val_acc']:.2f} %"),
         "",
         "## Test metrics",
         "",
@@ -121,6 +125,16 @@ def check_history(history) -> list[dict]:
     return history
 
 
+def weights_epoch(model, history: list[dict]) -> int:
+    """The epoch whose weights the model holds (train records it: the last, or with early stopping
+    the one of lowest val loss); a model from before it was recorded holds the last."""
+    kept = model.spec.get("epoch", len(history))
+    if not (isinstance(kept, int) and not isinstance(kept, bool) and 1 <= kept <= len(history)):
+        raise StageError(f"{MODEL}: its 'epoch' must be one of the {len(history)} epochs of its history; "
+                         "rerun the train stage (dvc repro)")
+    return kept
+
+
 def check_metrics(metrics, classes: list[str]) -> dict:
     """reports/metrics.json as evaluate writes it, for these classes."""
     test = metrics.get("test") if isinstance(metrics, dict) else None
@@ -143,6 +157,7 @@ def main() -> None:
     model = serialize.load(MODEL)
     check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")
     history = check_history(model.spec.get("history"))
+    weights_epoch(model, history)
     write_json(HISTORY, history)
     dpi, rng = pp["dpi"], np.random.default_rng(pp["seed"])
     figures = {
@@ -151,7 +166,7 @@ def main() -> None:
         "confusion_matrix": lambda: confusion_figure(y, probs, classes),
         "per_class_accuracy": lambda: per_class_figure(y, probs, classes),
         "confidence": lambda: confidence_figure(y, probs, classes),
-        "training_curves": lambda: curves_figure(history, model),
+        "training_curves": lambda: curves_figure(history, model, weights_epoch(model, history)),
         "first_layer": lambda: first_layer_figure(model, classes, x),
     }
     for name in FIGURES_SHOWN:  # one at a time: drawn, saved, closed

@@ -22,7 +22,7 @@ from nn import serialize
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential, cnn_spec, mlp_spec, training_bytes
 from nn.optim import OPTIMIZERS, SCHEDULES
-from nn.train import DivergenceError, FitOptions, fit
+from nn.train import DivergenceError, FitOptions, fit, kept_epoch
 from stages import params as P
 from stages.command import run
 from stages.common import DATA_PREPARED, MODEL, TIMING, StageError, load_split, log, write_json
@@ -104,7 +104,7 @@ def main() -> None:
     rng = np.random.default_rng(pt["seed"])
     spec = model_spec(pm, x_train.shape[1:], classes, x_train)
     spec["training"] = {k: pt[k] for k in ("optimizer", "lr", "epochs", "batch_size", "schedule", "weight_decay",
-                                            "shift", "label_smoothing", "seed")}
+                                            "shift", "label_smoothing", "patience", "seed")}
     check_memory(spec, pm, pt)
     model = Sequential(spec, backend=backend)
     model.init_params(rng)
@@ -121,14 +121,17 @@ def main() -> None:
     seconds = [r.pop("seconds") for r in history]
     total, per_epoch = sum(seconds), statistics.median(seconds)
     model.spec["history"] = history  # the model carries its training record (plots writes it out)
+    model.spec["epoch"] = kept = kept_epoch(history, pt["patience"])  # whose weights these are
     serialize.save(model, MODEL)
     write_json(TIMING, {
         "backend": backend.name, "device": backend.device_name, "epochs_run": len(history),
         "seconds": round(total, 3), "seconds_per_epoch": round(per_epoch, 4),
         "samples_per_second": round(len(x_train) / per_epoch),
     })
-    log.info("trained %s parameters for %d epoch%s in %.1f s (%s); val acc %.4f", f"{model.n_params:,}",
-             len(history), "s" * (len(history) != 1), total, backend.describe(), history[-1]["val_acc"])
+    log.info("trained %s parameters for %d epoch%s in %.1f s (%s); %sval acc %.4f", f"{model.n_params:,}",
+             len(history), "s" * (len(history) != 1), total, backend.describe(),
+             "" if kept == len(history) else f"kept the weights of epoch {kept} (lowest val loss): ",
+             history[kept - 1]["val_acc"])
 
 
 if __name__ == "__main__":

@@ -195,3 +195,33 @@ def test_a_perfect_loss_is_written_0_not_minus_0():
 
     assert json.dumps(r6(-np.log(np.float64(1.0)))) == "0.0" and json.dumps(r6(-0.0)) == "0.0"
     assert r6(0.1234567) == 0.123457
+
+
+def test_after_early_stopping_the_report_and_curves_name_the_epoch_kept():
+    """Early stopping keeps the weights of the lowest val loss: the report quotes that epoch's val
+    accuracy, not the last one's, and the curves mark it; a model without early stopping holds the last."""
+    from stages.common import StageError
+    from stages.figures_training import curves_figure
+    from stages.plots import report, weights_epoch
+
+    history = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": 0.5, "val_loss": v, "val_acc": a}
+               for e, v, a in ((1, 0.9, 0.40), (2, 0.5, 0.75), (3, 0.7, 0.60))]
+    metrics = {"test": {"accuracy": 0.7, "loss": 0.6, "macro_f1": 0.7, "top3_accuracy": 0.9, "errors": 3,
+                        "samples": 10}, "per_class": {c: {"precision": 1, "recall": 1, "f1": 1, "support": 1}
+                                                      for c in CLASSES}}
+    m = model(mlp_spec((8, 8), [4]))
+    assert weights_epoch(m, history) == 3  # no "epoch" recorded: the last
+    assert "final val accuracy 60.00 %" in report(m, metrics, history, CLASSES)
+    m.spec["epoch"] = 2
+    assert "weights of epoch 2 (early stopping kept the lowest val loss): val accuracy 75.00 %" in \
+        report(m, metrics, history, CLASSES)
+    fig = curves_figure(history, m, weights_epoch(m, history))
+    assert all(any(list(line.get_xdata()) == [2, 2] for line in ax.lines) for ax in fig.axes)
+    plt.close(fig)
+    fig = curves_figure(history, m, 3)
+    assert not any(list(line.get_xdata()) == [3, 3] for ax in fig.axes for line in ax.lines)
+    plt.close(fig)
+    for bad in (0, 4, "2", True):
+        m.spec["epoch"] = bad
+        with pytest.raises(StageError, match="'epoch' must be one of the 3 epochs"):
+            weights_epoch(m, history)

@@ -11,7 +11,7 @@ import pytest
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential, mlp_spec
 from nn.optim import OPTIMIZERS, Constant, Cosine
-from nn.train import DivergenceError, FitOptions, evaluate, fit
+from nn.train import DivergenceError, FitOptions, evaluate, fit, kept_epoch
 
 
 def train_digits(digits, backend, seed=0, epochs=15, hidden=(64,), optimizer="adam", lr=0.01,
@@ -72,8 +72,11 @@ def test_early_stopping_restores_best_weights(digits):
     assert len(history) < 40
     best = min(r["val_loss"] for r in history)
     assert history[-1]["val_loss"] > best  # the last epochs were worse ...
-    loss, _ = evaluate(model, SoftmaxCrossEntropy(CPU), digits[1], digits[3])
+    loss, acc = evaluate(model, SoftmaxCrossEntropy(CPU), digits[1], digits[3])
     assert loss == pytest.approx(best, rel=1e-6)  # ... but the model holds the best weights
+    kept = history[kept_epoch(history, 2) - 1]  # which the stage records, and the report quotes
+    assert kept["val_loss"] == best and kept["val_acc"] == acc and kept is not history[-1]
+    assert kept_epoch(history, 0) == len(history)  # without early stopping: the last
 
 
 def test_divergence_is_detected(digits):
