@@ -48,7 +48,8 @@ def score(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: list[str]
         "test": {
             "accuracy": r6(accuracy_score(y, pred)),
             "loss": r6(-np.log(np.maximum(probs[np.arange(len(y)), y].astype(np.float64), 1e-12)).mean()),
-            "macro_f1": r6(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
+            # over the classes in the test split or among the answers: a class with neither has no F1
+            "macro_f1": r6(f1_score(y, pred, average="macro", labels=np.union1d(y, pred), zero_division=0)),
             "top3_accuracy": r6((top3 == y[:, None]).any(axis=1).mean()),
             "errors": int((pred != y).sum()),
             "samples": len(y),
@@ -56,6 +57,15 @@ def score(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: list[str]
         "per_class": {name: {"precision": r6(precision[i]), "recall": r6(recall[i]), "f1": r6(f1[i]),
                              "support": int(support[i])} for i, name in enumerate(classes)},
     }
+
+
+def absent_note(per_class: dict) -> str | None:
+    """A warning for the classes the test split has no image of (None when it has them all)."""
+    absent = [name for name, c in per_class.items() if c["support"] == 0]
+    if not absent:
+        return None
+    return (f"no test images of {', '.join(absent)}: {'its' if len(absent) == 1 else 'their'} recall is "
+            "undefined (written 0), and macro F1 averages the classes in the test split or among the answers")
 
 
 def confusion_records(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> list[dict]:
@@ -80,6 +90,8 @@ def main() -> None:
     write_json(METRICS, metrics)
     write_json(CONFUSION, confusion_records(y, pred, classes))
     write_npz(PREDICTIONS, {"probs": probs})
+    if note := absent_note(metrics["per_class"]):
+        log.warning("%s", note)
     log.info("test accuracy %.4f, loss %.4f, macro F1 %.4f", metrics["test"]["accuracy"],
              metrics["test"]["loss"], metrics["test"]["macro_f1"])
 
