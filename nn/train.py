@@ -90,7 +90,9 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
         cores = min(shards, threads)
         log.info("each step in %d shard%s on %d core%s (nn/shards.py)", shards, "s" * (shards > 1), cores,
                  "s" * (cores > 1))
-    with backend.session(), one_blas_thread(), contextlib.ExitStack() as stack:
+    # overflow and NaN are what divergence looks like: the epoch's loss check reports them, once
+    quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    with backend.session(), one_blas_thread(), quiet, contextlib.ExitStack() as stack:
         feed = Feed(model, x_train, y_train, opts.batch_size, opts.shift)
         x_val, y_val = backend.to_device(x_val), backend.to_device(np.asarray(y_val).astype(np.int32))
 
