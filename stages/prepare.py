@@ -54,13 +54,24 @@ def read_pair(raw, images: str, labels: str, n_classes: int) -> tuple[np.ndarray
     return x, y
 
 
-def split(x, y, val_size, seed: int):
+def split(x, y, val_size, seed: int, classes: list[str]):
     """Stratified train/val split; val_size is a count or a fraction."""
     n = len(y)
     count = val_size if isinstance(val_size, int) else round(val_size * n)
     if not 1 <= count < n:
         raise StageError(f"params.yaml: prepare.val_size gives {count} validation samples; "
                          f"it must leave between 1 and {n - 1} of the {n} training samples")
+    names, counts = np.unique(y, return_counts=True)
+    if counts.min() < 2:
+        raise StageError(f"{DATA_RAW}: class {classes[names[counts.argmin()]]!r} has 1 training image; a stratified "
+                         "train/val split needs at least 2 of each class")
+    k = len(names)  # a stratified split puts each class on both sides
+    if count < k:
+        raise StageError(f"params.yaml: prepare.val_size gives {count} validation sample{'s' * (count != 1)}, "
+                         f"fewer than the {k} classes; a stratified split needs at least {k}")
+    if n - count < k:
+        raise StageError(f"params.yaml: prepare.val_size gives {count} validation samples, which leaves "
+                         f"{n - count} for training, fewer than the {k} classes; use at most {n - k}")
     from sklearn.model_selection import train_test_split  # where used: 1.7 s to import (stages/evaluate.py)
 
     try:
@@ -76,7 +87,7 @@ def main() -> None:
     x_test, y_test = read_pair(DATA_RAW, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", len(classes))
     if x.shape[1:] != x_test.shape[1:]:
         raise StageError(f"{DATA_RAW}: train images are {x.shape[1:]} but test images are {x_test.shape[1:]}")
-    x_train, x_val, y_train, y_val = split(x, y, p["val_size"], p["seed"])
+    x_train, x_val, y_train, y_val = split(x, y, p["val_size"], p["seed"], classes)
     for name, (xs, ys) in {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}.items():
         path = DATA_PREPARED / f"{name}.npz"
         write_npz(path, {"x": xs, "y": ys, "classes": classes})

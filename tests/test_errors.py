@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.project import DIGITS, Project, assert_clean_failure, env
@@ -138,6 +139,9 @@ def test_damaged_idx_files(project, name, edit, pattern):
                                               (-5, "prepare.val_size"),
                                               (1.5, "prepare.val_size must be a count >= 1 or a fraction"),
                                               (1437, "it must leave between 1 and"),
+                                              (0.001, "gives 1 validation sample, fewer than the 10 classes"),
+                                              (1436, "leaves 1 for training, fewer than the 10 classes; "
+                                                     "use at most 1427"),
                                               (5000, "prepare.val_size gives 5000")])
 def test_impossible_split(project, val_size, pattern):
     for f in ("train.npz", "val.npz", "test.npz"):
@@ -145,6 +149,15 @@ def test_impossible_split(project, val_size, pattern):
     project.set("prepare.val_size", val_size)
     assert_clean_failure(project.stage("prepare"), pattern)
     assert not list((project.path / "data/prepared").glob("*.npz"))
+
+
+def test_a_class_of_one_image_cannot_be_stratified():
+    from stages.common import StageError
+    from stages.prepare import split
+
+    y = np.array([0, 0, 1, 1, 2, 0, 1, 0], np.uint8)
+    with pytest.raises(StageError, match="class 'c' has 1 training image; a stratified"):
+        split(np.zeros((8, 2, 2), np.uint8), y, 3, 0, ["a", "b", "c"])
 
 
 # -- train --------------------------------------------------------------------
