@@ -192,4 +192,9 @@ def load(*sections: str, path: Path | str = PARAMS_FILE) -> dict[str, Section]:
     """Read and validate `sections` of params.yaml -> {section: Section}."""
     path = Path(path)
     data = read(path)
+    for name in data:  # a section no stage reads is a typo (trian:) or a leftover: never silently ignored
+        if name not in SCHEMA:
+            close = difflib.get_close_matches(str(name)[:60], SCHEMA, n=1, cutoff=0.7)
+            hint = f" (did you mean {close[0]}?)" if close else f"; the sections are {', '.join(SCHEMA)}"
+            raise ParamsError(f"{path}: unknown section {show_key(name)}{hint}")
     return {name: Section(name, validate(name, data.get(name), path)) for name in sections}

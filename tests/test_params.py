@@ -85,6 +85,14 @@ def test_the_repo_params_and_the_test_base_are_valid(tmp_path):
     assert load(tmp_path, BASE)["fetch"]["dataset"] == "digits"
 
 
+def test_an_unknown_section_stops_every_stage(tmp_path, project):
+    """A section no stage reads is a typo or a leftover: every stage refuses it, even one that reads
+    other sections, and names the section it most likely meant."""
+    refused(tmp_path, BASE + "trian:\n  lr: 0.1\n", "unknown section trian (did you mean train?)")
+    refused(tmp_path, BASE + "notes: hello\n", "unknown section notes; the sections are fetch, prepare, model")
+    assert_clean_failure(stage(project, "fetch", BASE + "trian:\n  lr: 0.1\n"), "params.yaml: unknown section trian")
+
+
 # -- 1. not UTF-8 text ------------------------------------------------------------
 @pytest.mark.parametrize("content,patterns", [
     (BASE.replace("# Every", "# Every café").encode("latin-1"), ["byte 0xe9 at offset 11, line 1"]),
