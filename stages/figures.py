@@ -68,7 +68,7 @@ def predictions_figure(x, y, probs, classes, samples, rng):
     wrong = int((pred[idx] != y[idx]).sum())
     tally = f"all {len(idx)} right" if wrong == 0 else f"{wrong} of {len(idx)} wrong"
     return image_grid(x[idx], titles, colors,
-                      f"{len(idx)} random test images: the model's answer (how sure it is)\n"
+                      f"{len(idx)} random test image{'s' * (len(idx) != 1)}: the model's answer (how sure it is)\n"
                       f"green: right; red: wrong, with the true class below ({tally})")
 
 
@@ -77,11 +77,12 @@ def misclassified_figure(x, y, probs, classes, count):
     errors = np.flatnonzero(pred != y)
     if errors.size == 0:
         order = np.argsort(probs[np.arange(len(y)), y], kind="stable")[:count]
-        title = f"No mistakes: the {len(order)} right answers the model was least sure of"
+        title = (f"No mistakes: the {len(order)} right answer{'s' * (len(order) != 1)} the model was least "
+                 "sure of")
         colors = [OK] * len(order)
     else:
         order = errors[np.argsort(-probs[errors, pred[errors]], kind="stable")][:count]
-        title = (f"The {len(order)} mistakes the model was surest of ({errors.size} in all):\n"
+        title = (f"The {len(order)} mistake{'s' * (len(order) != 1)} the model was surest of ({errors.size} in all):\n"
                  "its answer (how sure it was), then the true class")
         colors = [BAD] * len(order)
     titles = [answer(pred[i], y[i], probs[i, pred[i]], classes) for i in order]

@@ -68,8 +68,8 @@ def _images(folder: Path, budget: int) -> list[str]:
         else:
             others += 1
     if others:
-        log.warning("%s: skipped %d %s that %s not image files", folder, others, "entry" if others == 1 else "entries",
-                    "is" if others == 1 else "are")
+        log.warning("%s: skipped %d %s", folder, others,
+                    "entry that is not an image file" if others == 1 else "entries that are not image files")
     return images
 
 

@@ -225,3 +225,17 @@ def test_after_early_stopping_the_report_and_curves_name_the_epoch_kept():
         m.spec["epoch"] = bad
         with pytest.raises(StageError, match="'epoch' must be one of the 3 epochs"):
             weights_epoch(m, history)
+
+
+def test_titles_count_one_image_in_the_singular():
+    from stages.figures import misclassified_figure, predictions_figure
+
+    x, y = np.zeros((3, 8, 8), np.uint8), np.array([0, 1, 2])
+    probs = np.eye(10, dtype=np.float32)[[0, 1, 5]]  # the third is a mistake
+    titles = [predictions_figure(x, y, probs, CLASSES, 1, np.random.default_rng(0))._suptitle.get_text(),
+              misclassified_figure(x, y, probs, CLASSES, 1)._suptitle.get_text(),
+              misclassified_figure(x, y, np.eye(10, dtype=np.float32)[[0, 1, 2]], CLASSES, 1)._suptitle.get_text()]
+    plt.close("all")
+    assert titles[0].startswith("1 random test image:")
+    assert titles[1].startswith("The 1 mistake the model was surest of (1 in all)")
+    assert titles[2].startswith("No mistakes: the 1 right answer the model")
