@@ -10,12 +10,13 @@ folder makes them - gets each image exactly as fetch read its training images: g
 or RGB (C = 3) levels, resized to H x W.
 
 A model of digits - trained on (H, W) grey images like MNIST - gets each image turned into
-an MNIST-style input the way MNIST itself was made:
+an input like its training digits, the way MNIST itself was made:
 uneven lighting removed (the ink is measured against a smooth surface fitted to the paper,
 see paper_surface); inverted when the ink is darker than the paper; cropped to the ink (the
-pixels that stand out from the paper's noise, see ink_and_box); the longer side scaled to
-20 px (for 28x28 inputs); placed in the 28x28 frame so the centre of mass sits at the
-centre. Prints the top 3 classes (--top N: N of them).
+pixels that stand out from the paper's noise, see ink_and_box); scaled and placed as the
+training digits' ink is (the model's "ink", measured by train: for MNIST the longer side
+20 px and the centre of mass in the middle of 28x28; for scikit-learn's 8x8 digits the whole
+frame's height). Prints the top 3 classes (--top N: N of them).
 
 A file that cannot be used gets its own line `error: <file>: <reason>` on stderr; the other
 files are still predicted and printed, and the exit status is 1. With --json, such a file's
@@ -33,11 +34,13 @@ import numpy as np
 from PIL import Image
 
 from nn import serialize
+from nn.data import INK
 from stages.command import Parser, run
 from stages.common import MODEL, StageError
 from stages.images import read_pixels, resize
 
-INK = 0.15  # a pixel is ink when it stands out by this fraction of the strongest ink...
+# A pixel is ink when it stands out by INK (nn/data.py, which measures the training images' ink
+# alike) of the strongest ink...
 NOISE = 5.0  # ... and by this many standard deviations of the paper's noise...
 EMPTY = 16  # ... and the strongest ink stands out by at least this many grey levels
 
@@ -121,27 +124,31 @@ def ink_and_box(gray: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | No
     return np.clip(ink - 3 * noise, 0, None), box
 
 
-def to_frame(ink: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Cropped ink -> uint8 `size`: the longer side scaled to 20/28 of the frame, centred by mass."""
+def to_frame(ink: np.ndarray, size: tuple[int, int], frame: dict | None = None) -> np.ndarray:
+    """Cropped ink -> uint8 `size`, framed as the training digits are (`frame`: nn.data.ink_frame;
+    without it MNIST's way): the longer side scaled to frame["extent"] pixels (MNIST: 20 of 28),
+    the centre of mass put at frame["centre"] (MNIST: the frame's middle) - but never pushed out
+    of the frame."""
     height, width = size
-    box = max(1, round(min(height, width) * 20 / 28))  # MNIST: a 20x20 box in a 28x28 frame
-    scale = box / max(ink.shape)
+    frame = frame or {"extent": max(1, round(min(height, width) * 20 / 28)), "centre": [height / 2, width / 2]}
+    scale = min(frame["extent"], height, width) / max(ink.shape)
     new = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
     small = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(new, Image.Resampling.LANCZOS))
     small = np.clip(small, 0, None)
     if small.max() <= 0:  # a sliver of ink vanished in the scaling: keep it as one pixel
         small = np.ones((1, 1), np.float32)
     com = np.array([(np.arange(small.shape[i]) * small.sum(axis=1 - i)).sum() for i in (0, 1)]) / small.sum()
-    top, left = np.round(np.array([height, width]) / 2 - com).astype(int)
-    frame = np.zeros((height + 2 * small.shape[0], width + 2 * small.shape[1]), np.float32)  # room for any offset
-    frame[top + small.shape[0]:top + 2 * small.shape[0], left + small.shape[1]:left + 2 * small.shape[1]] = small
-    frame = frame[small.shape[0]:small.shape[0] + height, small.shape[1]:small.shape[1] + width]
-    return np.round(255 * frame / frame.max()).astype(np.uint8)
+    top, left = np.round(np.array(frame["centre"]) - com).astype(int)
+    top, left = min(max(top, 0), height - small.shape[0]), min(max(left, 0), width - small.shape[1])
+    out = np.zeros((height, width), np.float32)
+    out[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return np.round(255 * out / out.max()).astype(np.uint8)
 
 
-def to_input(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """An image file -> uint8 in the model's input format: (H, W) a framed digit (ink bright on
-    black), or (H, W, C) the picture as fetch reads it (C = 1 grey, 3 RGB)."""
+def to_input(path: Path, shape: tuple[int, ...], frame: dict | None = None) -> np.ndarray:
+    """An image file -> uint8 in the model's input format: (H, W) a digit (ink bright on black)
+    framed as `frame` says (see to_frame), or (H, W, C) the picture as fetch reads it (C = 1 grey,
+    3 RGB)."""
     if len(shape) == 3:
         return resize(read_pixels(path, rgb=shape[2] == 3), shape[:2]).reshape(shape)
     size = shape
@@ -149,7 +156,7 @@ def to_input(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     if found is None:
         raise StageError(f"{path}: the image is empty (no ink found); the digit must stand out from its paper")
     ink, box = found
-    return to_frame(ink[box], size)
+    return to_frame(ink[box], size, frame)
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -170,7 +177,7 @@ def classify(paths: list[Path], model, top: int) -> list[dict]:
     results, inputs = [], []
     for path in paths:
         try:
-            inputs.append(to_input(path, model.input_shape))
+            inputs.append(to_input(path, model.input_shape, model.spec.get("ink")))
             results.append({"image": str(path)})
         except StageError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nn import serialize
+from nn.data import ink_frame
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential, cnn_spec, mlp_spec, training_bytes
 from nn.optim import OPTIMIZERS, SCHEDULES
@@ -47,6 +48,8 @@ def model_spec(pm, input_shape, classes, x_train) -> dict:
     std = float(x_train.std()) or 1.0
     spec["normalize"] = {"mean": round(float(x_train.mean()), 6), "std": round(std, 6)}
     spec["classes"] = list(classes)
+    if len(input_shape) == 2:  # digits: where their ink sits, for predict to frame yours alike
+        spec["ink"] = ink_frame(x_train)
     return spec
 
 
