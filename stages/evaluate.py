@@ -3,8 +3,9 @@
 -> reports/metrics.json (test accuracy, loss, macro F1, per-class precision /
 recall / F1; reproducible to the byte: the training time is in the train stage's
 own reports/train/timing.json), reports/confusion.json
-({actual, predicted, count} records, one per non-empty cell of the confusion
-matrix, for `dvc plots` and its template .dvc/plots/confusion_counts.json),
+({actual, predicted, count, actual_index, predicted_index} records, one per non-empty
+cell of the confusion matrix, for `dvc plots` and its template
+.dvc/plots/confusion_counts.json, which orders the axes by the indexes),
 data/predictions/test.npz (the probabilities, for the plots stage). The test images
 run through the model on evaluate.device (auto: a GPU where one is usable).
 """
@@ -70,12 +71,14 @@ def absent_note(per_class: dict) -> str | None:
 
 def confusion_records(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> list[dict]:
     """The confusion matrix's non-empty cells as {actual, predicted, count} records, row by row:
-    at most C * C records however many test images (one per image made a 10,000-record page)."""
+    at most C * C records however many test images (one per image made a 10,000-record page).
+    Each also carries its classes' places in the class list (actual_index, predicted_index), by
+    which the `dvc plots` template orders its axes: names alone would sort "10" before "2"."""
     from sklearn.metrics import confusion_matrix
 
     counts = confusion_matrix(y, pred, labels=list(range(len(classes))))
-    return [{"actual": classes[a], "predicted": classes[p], "count": int(counts[a, p])}
-            for a, p in zip(*np.nonzero(counts))]
+    return [{"actual": classes[a], "predicted": classes[p], "count": int(counts[a, p]),
+             "actual_index": int(a), "predicted_index": int(p)} for a, p in zip(*np.nonzero(counts))]
 
 
 def main() -> None:

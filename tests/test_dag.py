@@ -217,5 +217,6 @@ def test_outputs_are_where_the_readme_says(ran_project):
     history = json.loads(ran_project.read("reports/train/history.json"))
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
     confusion = json.loads(ran_project.read("reports/confusion.json"))
-    assert sum(r["count"] for r in confusion) == 360 and set(confusion[0]) == {"actual", "predicted", "count"}
+    assert sum(r["count"] for r in confusion) == 360 and set(confusion[0]) == {"actual", "predicted", "count",
+                                                                           "actual_index", "predicted_index"}
     assert os.path.getsize(ran_project.path / "reports/figures/predictions.png") > 1000

@@ -170,9 +170,10 @@ def test_the_accuracy_note_is_true_for_the_run(dropout, shift, says, never):
 def test_confusion_records_are_one_per_cell():
     y = np.array([0, 0, 1, 1, 1, 2], np.uint8)
     pred = np.array([0, 1, 1, 1, 1, 0])
-    assert confusion_records(y, pred, ["a", "b", "c"]) == [
-        {"actual": "a", "predicted": "a", "count": 1}, {"actual": "a", "predicted": "b", "count": 1},
-        {"actual": "b", "predicted": "b", "count": 3}, {"actual": "c", "predicted": "a", "count": 1}]
+    cells = [(0, 0, 1), (0, 1, 1), (1, 1, 3), (2, 0, 1)]  # (actual, predicted, count)
+    assert confusion_records(y, pred, ["c", "b", "a"]) == [  # names in the class list's order, not sorted
+        {"actual": "cba"[a], "predicted": "cba"[p], "count": n, "actual_index": a, "predicted_index": p}
+        for a, p, n in cells]
 
 
 def test_confusion_figure_colours_the_mistakes_by_share_of_the_true_class():
