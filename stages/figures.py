@@ -138,7 +138,8 @@ def per_class_figure(y, probs, classes):
     ax.barh(range(n), rate[order], color=BAD, height=0.6)
     right = max(float(rate.max()), 0.5)
     for row, c in enumerate(order):
-        ax.text(rate[c] + right * 0.02, row, f"{wrong[c]} of {support[c]:,} wrong ({100 - rate[c]:.1f}% right)",
+        said = f"{wrong[c]} of {support[c]:,} wrong ({100 - rate[c]:.1f}% right)" if support[c] else "no test images"
+        ax.text(rate[c] + right * 0.02, row, said,
                 va="center", fontsize=8, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     overall = 100 * float((pred != y).mean())
     ax.axvline(overall, color="gray", linestyle="--", linewidth=1)

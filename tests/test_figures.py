@@ -240,3 +240,14 @@ def test_titles_count_one_image_in_the_singular():
     assert titles[0].startswith("1 random test image:")
     assert titles[1].startswith("The 1 mistake the model was surest of (1 in all)")
     assert titles[2].startswith("No mistakes: the 1 right answer the model")
+
+
+def test_a_class_without_test_images_is_said_to_have_none():
+    from stages.figures import per_class_figure
+
+    y = np.array([0, 0, 1, 1], np.uint8)  # no image of class "c"
+    probs = np.eye(3, dtype=np.float32)[[0, 2, 1, 1]]
+    fig = per_class_figure(y, probs, ["a", "b", "c"])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    assert {"no test images", "1 of 2 wrong (50.0% right)", "0 of 2 wrong (100.0% right)"} <= set(texts)
