@@ -17,12 +17,18 @@ STAGES = ("fetch", "prepare", "train", "evaluate", "plots")
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+def declared_sections(stage: str) -> list[str]:
+    return DVC_YAML[stage].get("params", [])
+
+
 def declared_params(stage: str) -> set[str]:
-    return set(DVC_YAML[stage].get("params", []))
+    """The keys a stage depends on: every key of each params.yaml section it declares."""
+    return {f"{s}.{k}" for s in declared_sections(stage) for k in P.SCHEMA[s]}
 
 
-def test_every_param_key_is_declared_by_exactly_one_stage():
+def test_every_section_and_key_is_declared_by_exactly_one_stage():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert sorted(s for stage in STAGES for s in declared_sections(stage)) == sorted(params) == sorted(P.SCHEMA)
     keys = {f"{s}.{k}" for s, section in params.items() for k in section}
     owners = {key: [s for s in STAGES if key in declared_params(s)] for key in keys}
     assert {k: v for k, v in owners.items() if len(v) != 1} == {}
@@ -109,6 +115,22 @@ def test_changing_each_key_invalidates_only_its_stage(ran_project):
             (ran_project.path / "params.yaml").write_text(original)
     finally:
         (ran_project.path / "params.yaml").write_text(original)
+
+
+def test_a_mistyped_key_reruns_its_stage_which_stops_on_it(ran_project):
+    """dvc.yaml tracks whole sections: a key added by mistake changes its stage alone, and
+    `dvc repro` runs it - into the one-line refusal - instead of saying all is up to date."""
+    original = (ran_project.path / "params.yaml").read_text()
+    try:
+        (ran_project.path / "params.yaml").write_text(original.replace("\ntrain:\n", "\ntrain:\n  epoch: 50\n", 1))
+        assert sorted(ran_project.status()) == ["train"]
+        proc = ran_project.dvc("repro", check=False)
+        assert proc.returncode != 0
+        assert "error: params.yaml: unknown key train.epoch (did you mean train.epochs?)" in proc.stdout + proc.stderr
+    finally:
+        (ran_project.path / "params.yaml").write_text(original)
+        ran_project.git("checkout", "--", "dvc.lock")
+    assert ran_project.status() == {}
 
 
 def data_deps(stage: str) -> list[str]:
