@@ -138,10 +138,10 @@ def test_damaged_idx_files(project, name, edit, pattern):
 @pytest.mark.parametrize("val_size,pattern", [(0, "prepare.val_size must be a count >= 1"),
                                               (-5, "prepare.val_size"),
                                               (1.5, "prepare.val_size must be a count >= 1 or a fraction"),
-                                              (1437, "it must leave between 1 and"),
-                                              (0.001, "gives 1 validation sample, fewer than the 10 classes"),
-                                              (1436, "leaves 1 for training, fewer than the 10 classes; "
-                                                     "use at most 1427"),
+                                              (1437, "of 10 classes needs between 10 and 1427"),
+                                              (0.001, "gives 1 validation sample; a stratified split"),
+                                              (1436, "gives 1436 validation samples; a stratified split of the "
+                                                     "1437 training samples of 10 classes needs between 10 and 1427"),
                                               (5000, "prepare.val_size gives 5000")])
 def test_impossible_split(project, val_size, pattern):
     for f in ("train.npz", "val.npz", "test.npz"):
