@@ -1,4 +1,5 @@
-"""fetch: get the dataset's four idx files into data/raw/, decompressed and verified.
+"""fetch: put the dataset into data/raw/ as four idx files (train and test images and labels),
+decompressed and verified, with data/raw/dataset.json (its classes, shape and hashes).
 
 A named dataset (mnist, fashion-mnist, digits; stages/datasets.py pins their content) comes from
 the sources of stages/sources.py, tried in order until one yields files whose *content* matches

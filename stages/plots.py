@@ -1,7 +1,8 @@
 """plots: the pictures and the one-page report.
 
--> reports/figures/<name>.png for each name of FIGURES_SHOWN (drawn by
-stages/figures.py and stages/figures_training.py), reports/report.md, and
+-> reports/figures/*.png (training curves, confusion matrix, accuracy per class, confidence,
+first layer, predictions, mistakes: drawn by stages/figures.py and
+stages/figures_training.py), reports/report.md, and
 reports/train/history.json (the training history the model carries, for `dvc
 plots`). PNGs carry no timestamp or version metadata, so a rerun gives the same bytes.
 """
