@@ -56,6 +56,6 @@ def test_queue_two_experiments_and_read_both(tmp_path):
         lock = yaml.safe_load(project.git("show", f"{ref}:dvc.lock"))
         train = lock["stages"]["train"]
         model = next(o["md5"] for o in train["outs"] if o["path"] == "models/model.npz")
-        queued[train["params"]["params.yaml"]["train.lr"]] = model
+        queued[train["params"]["params.yaml"]["train"]["lr"]] = model
     project.dvc("exp", "run", "-S", "train.lr=0.001")
     assert hashlib.md5(project.read("models/model.npz")).hexdigest() == queued[0.001]
