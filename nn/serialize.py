@@ -50,15 +50,25 @@ def _array_sizes(npz, path) -> int:
     return total
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _check_spec(spec: dict, path) -> None:
     norm = spec.get("normalize", {"mean": 0.0, "std": 1.0})
     mean, std = (norm.get("mean"), norm.get("std")) if isinstance(norm, dict) else (None, None)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (mean, std)) \
-            or std <= 0:
+    if not all(map(_finite, (mean, std))) or std <= 0:
         raise ValueError(f"{path}: invalid model spec (normalize must be a finite mean and a std > 0, got {norm!r})")
     classes = spec.get("classes")
     if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise ValueError(f"{path}: invalid model spec (classes must be a list of names)")
+    ink = spec.get("ink")  # where the training digits' ink sits (nn.data.ink_frame), for predict
+    if ink is not None and not (
+            isinstance(ink, dict) and isinstance(ink.get("extent"), int) and not isinstance(ink["extent"], bool)
+            and ink["extent"] >= 1 and isinstance(ink.get("centre"), list) and len(ink["centre"]) == 2
+            and all(map(_finite, ink["centre"]))):
+        raise ValueError(f"{path}: invalid model spec (ink must be an extent >= 1 and a [row, column] centre, "
+                         f"got {str(ink)[:80]})")
 
 
 def load(path, backend: Backend = CPU) -> Sequential:

@@ -126,6 +126,8 @@ def edit_spec(project, edit):
     (lambda s: s.update(normalize={"mean": float("nan"), "std": 1.0}), "normalize must be a finite mean"),
     (lambda s: s.update(normalize="none"), "normalize"),
     (lambda s: s.update(classes=[1, 2, 3]), "classes must be a list of names"),
+    (lambda s: s.update(ink={"extent": "20", "centre": [14, 14]}), "ink must be an extent >= 1"),
+    (lambda s: s.update(ink={"extent": 20, "centre": [14, float("inf")]}), "ink must be an extent >= 1"),
     (lambda s: s["layers"].insert(1, {"kind": "dense", "units": 10 ** 9}), "parameters, more than the"),
     (lambda s: s["layers"].append({"kind": "softmax"}), "unknown layer kind 'softmax'"),
     (lambda s: s["layers"][1].update(units="many"), "invalid model spec"),
