@@ -100,8 +100,9 @@ def report(model, metrics: dict, history: list[dict], classes: list[str]) -> str
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
-    lines += [f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
-              for name, c in ((name, metrics["per_class"][name]) for name in classes)]
+    for name in classes:  # in the class list's order (metrics.json's keys are sorted)
+        c = metrics["per_class"][name]
+        lines.append(f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
     lines += ["", "## Figures", ""]
     for name, (title, what) in FIGURES_SHOWN.items():
         lines += [f"**{title}**: {what}.", "", f"![{title}](figures/{name}.png)", ""]
