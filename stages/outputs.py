@@ -4,7 +4,8 @@
 command then fails or is stopped (Ctrl-C, `kill`), the workspace would be left
 without them - including the git-tracked reports, which DVC keeps no copy of.
 So each stage, when it fails under DVC, puts back every output that dvc.lock
-records and the workspace lacks, taking the bytes from
+records and the workspace lacks - or holds in another version: a folder the
+stage had begun to fill, a file of the failed run - taking the bytes from
 
   - the copy it kept of its own outputs after its last success
     (`.dvc/tmp/outputs/<stage>/`: hard links, so no extra disk),
@@ -171,16 +172,26 @@ def _committed(out: Path, digest: str) -> dict[Path, bytes] | None:
     return blobs if ok else None
 
 
+def matches(out: Path, digest: str) -> bool:
+    """Whether `out` holds the version dvc.lock records (md5, or DVC's tree hash for a directory)."""
+    if digest.endswith(".dir"):
+        return out.is_dir() and tree_md5({f.relative_to(out).as_posix(): md5(f) for f in _files(out)}) == digest
+    return out.is_file() and md5(out) == digest
+
+
 def restore(stage: str, log) -> None:
-    """After a failure under DVC: put back each output dvc.lock records that is missing;
+    """After a failure under DVC: put back each output dvc.lock records that is missing or
+    not that version (a folder the stage had begun to fill, a file of the failed run);
     one line names those no copy of is to be found."""
     caches, lost = _cache_dirs(), []
     for out, digest in locked(stage).items():
-        if out.exists():
+        if matches(out, digest):
             continue
         try:
             sources = _sources(out, digest, KEPT / stage / out, caches)
             committed = None if sources is not None else _committed(out, digest)
+            if (sources is not None or committed is not None) and out.is_dir() and not out.is_symlink():
+                shutil.rmtree(out)  # what the failed run left in it goes: the folder is put back whole
             for dst, src in (sources or {}).items():  # never a link into DVC's cache: an edit would damage it
                 _link(src, dst, copy=not src.is_relative_to(KEPT))
             for dst, data in (committed or {}).items():

@@ -150,3 +150,25 @@ def test_a_stage_that_cannot_write_one_output_changes_none(done, tmp_path):
     assert_clean_failure(proc, "reports/figures/", "File too large")
     assert snapshot(project) == before
     assert not [p for p in (project.path / "reports").rglob(".*.tmp")]
+
+
+def test_a_half_made_output_folder_and_a_file_of_the_failed_run_are_put_back(done, tmp_path, monkeypatch):
+    """A stopped plots has already made reports/figures/ again (empty, or with some figures) and
+    may have written other outputs: each output that is not dvc.lock's version is put back whole."""
+    import logging
+
+    from stages import outputs
+    from stages.plots import FIGURES_SHOWN
+
+    project = Project(tmp_path / "h", like=done)
+    before = snapshot(project)
+    for png in (project.path / "reports/figures").glob("*.png"):
+        png.unlink()
+    (project.path / "reports/figures/.confidence.png.tmp").write_bytes(b"half a figure")
+    (project.path / "reports/report.md").write_text("the failed run's report\n")
+    monkeypatch.chdir(project.path)
+    outputs.restore("plots", logging.getLogger("test"))
+    assert snapshot(project) == before
+    figures = sorted(p.name for p in (project.path / "reports/figures").iterdir())
+    assert figures == sorted(f"{name}.png" for name in FIGURES_SHOWN)  # the failed run's temp file gone
+    assert project.status() == {}
