@@ -36,10 +36,27 @@ CAUSES = [
 
 def describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
+    first = (str(exc).splitlines() or [""])[0]  # some errors have no message at all
     for words, cause, todo in CAUSES:
         if any(w in text.lower() for w in words):
-            return f"{cause} ({str(exc).splitlines()[0][:160]}); {todo}"
-    return f"{str(exc).splitlines()[0][:200] or type(exc).__name__}"
+            return f"{cause} ({first[:160]}); {todo}"
+    return first[:200] or type(exc).__name__
+
+
+def http_answer(name: str, url: str) -> str:
+    """Whether an http(s) remote's server answers at all (its files cannot be listed over http)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=15).close()
+    except urllib.error.HTTPError:
+        pass  # an answer, if not a welcome one: whether it holds the data only dvc pull can tell
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise StageError(f"remote '{name}' ({url}): the server does not answer ({getattr(exc, 'reason', exc)}); "
+                         "check the url (dvc remote modify --local NAME url URL)") from None
+    return f"remote '{name}' ({url}): the server answers (an http remote cannot be listed: dvc pull says " \
+           "whether it holds the data)"
 
 
 def check(name: str | None) -> str:
@@ -59,8 +76,13 @@ def check(name: str | None) -> str:
             odb = repo.cloud.get_remote_odb(name)
         except (NoRemoteError, RemoteNotFoundError) as exc:
             raise StageError(f"remote '{name}': {exc}") from None
+        except ImportError as exc:  # "gs is supported, but requires 'dvc-gs' to be installed"
+            raise StageError(f"remote '{name}': {describe(exc)}") from None
         url = repo.config["remote"][name]["url"]
+        if odb.fs.protocol in ("http", "https"):  # no listing over http: ask whether the server answers
+            return http_answer(name, url)
         bucket = odb.path.split("/")[0] if odb.fs.protocol != "local" else None
+        root = odb.fs.parent(odb.fs.parent(odb.path))  # the remote's own folder: objects are in files/md5/
         try:
             if bucket:
                 try:
@@ -68,6 +90,9 @@ def check(name: str | None) -> str:
                 except FileNotFoundError:
                     raise StageError(f"remote '{name}' ({url}): the bucket '{bucket}' does not exist; create it, "
                                      "or fix the url (dvc remote modify --local NAME url s3://BUCKET/PATH)") from None
+            if odb.fs.protocol == "local" and odb.fs.exists(root) and not odb.fs.isdir(root):
+                raise StageError(f"remote '{name}' ({url}): a file, not a folder; a local remote is a folder "
+                                 "(dvc remote modify --local NAME url /path/to/folder)")
             exists = odb.fs.exists(odb.path)
             if exists:
                 odb.fs.ls(odb.path)

@@ -277,3 +277,33 @@ def test_a_corrupted_object_in_the_remote_is_caught_by_dvc_hash_check(team_a, s3
     assert proc.returncode != 0, proc.stdout
     assert "models/model.npz" in proc.stdout + proc.stderr
     assert not (b.path / "models/model.npz").exists()
+
+
+def test_the_remote_check_on_http_a_missing_plugin_and_a_file(tmp_path):
+    """Other kinds of remote get one line too: an http server that answers or does not (http
+    cannot be listed), a scheme whose DVC plugin is not installed, a local path that is a file."""
+    import functools
+    import http.server
+    import importlib.util
+    import threading
+
+    p = Project(tmp_path / "p", DIGITS)
+    (tmp_path / "a_file").write_text("not a folder\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cases = [(f"http://127.0.0.1:{free_port()}/store", "the server does not answer"),
+                 (str(tmp_path / "a_file"), "a file, not a folder")]
+        if importlib.util.find_spec("dvc_gs") is None:
+            cases.append(("gs://bucket/store", "requires 'dvc-gs' to be installed"))
+        for url, says in cases:
+            p.dvc("remote", "add", "--local", "-f", "-d", "t", url)
+            assert_clean_failure(p.run(sys.executable, "-m", "stages.remote", check=False), f"remote 't' ({url})"
+                                 if "dvc-gs" not in says else "remote 't'", says)
+        url = f"http://127.0.0.1:{server.server_address[1]}/store"
+        p.dvc("remote", "add", "--local", "-f", "-d", "t", url)
+        out = p.run(sys.executable, "-m", "stages.remote").stdout.strip()
+        assert out.startswith(f"remote 't' ({url}): the server answers (an http remote cannot be listed"), out
+    finally:
+        server.shutdown()
