@@ -151,6 +151,13 @@ def test_impossible_split(project, val_size, pattern):
     assert not list((project.path / "data/prepared").glob("*.npz"))
 
 
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_a_bad_nn_threads_stops_train_before_any_work(project, value):
+    proc = project.stage("train", extra_env={"NN_THREADS": value})
+    assert_clean_failure(proc, f"NN_THREADS must be a whole number of at least 1 (got '{value}')")
+    assert "model:" not in proc.stderr and not (project.path / "models/model.npz").exists()
+
+
 def test_a_class_of_one_image_cannot_be_stratified():
     from stages.common import StageError
     from stages.prepare import split
