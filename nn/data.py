@@ -56,10 +56,14 @@ def ink_frame(x: np.ndarray) -> dict:
         line = ink.any(axis=axis)
         first, last = line.argmax(axis=1), line.shape[1] - 1 - line[:, ::-1].argmax(axis=1)
         sides.append(np.where(line.any(axis=1), last - first + 1, 0))
-    mass = x.sum(axis=(1, 2), dtype=np.float64)
-    lit = mass > 0
-    centre = [float(np.median((x[lit].sum(axis=axis, dtype=np.float64) @ np.arange(x.shape[i])) / mass[lit]))
-              if lit.any() else x.shape[i] / 2 for i, axis in ((1, 2), (2, 1))]
+    height, width = x.shape[1:]
+    lit = x[x.any(axis=(1, 2))]  # blank images have no centre
+    centre = [height / 2, width / 2]
+    if len(lit):
+        mass = lit.sum(axis=(1, 2), dtype=np.float64)
+        rows = lit.sum(axis=2, dtype=np.float64) @ np.arange(height) / mass
+        cols = lit.sum(axis=1, dtype=np.float64) @ np.arange(width) / mass
+        centre = [float(np.median(rows)), float(np.median(cols))]
     return {"extent": max(1, int(np.median(np.maximum(*sides)))), "centre": [round(c, 2) for c in centre]}
 
 

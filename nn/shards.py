@@ -73,6 +73,16 @@ def one_blas_thread():
 THREADS_VARIABLE = "NN_THREADS"  # a cap on the threads, e.g. 1 for each of `dvc queue start -j N`'s runs
 
 
+def thread_cap() -> int | None:
+    """NN_THREADS as a number (None when unset); ValueError naming it when it is not one >= 1."""
+    cap = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not cap:
+        return None
+    if not cap.isdigit() or int(cap) < 1:
+        raise ValueError(f"{THREADS_VARIABLE} must be a whole number of at least 1 (got {cap!r})")
+    return int(cap)
+
+
 def default_threads(shards: int) -> int:
     """Threads worth running: one per shard, at most one per core this process may use, and at
     most NN_THREADS when that is set (the bits are the same whatever it says)."""
@@ -80,12 +90,7 @@ def default_threads(shards: int) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    cap = os.environ.get(THREADS_VARIABLE, "").strip()
-    if cap:
-        if not cap.isdigit() or int(cap) < 1:
-            raise ValueError(f"{THREADS_VARIABLE} must be a whole number of at least 1 (got {cap!r})")
-        cores = min(cores, int(cap))
-    return max(1, min(shards, cores))
+    return max(1, min(shards, cores, thread_cap() or cores))
 
 
 def bounds(rows: int, shards: int = SHARDS) -> list[int]:

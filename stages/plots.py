@@ -159,7 +159,7 @@ def main() -> None:
     model = serialize.load(MODEL)
     check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")
     history = check_history(model.spec.get("history"))
-    weights_epoch(model, history)
+    kept = weights_epoch(model, history)
     write_json(HISTORY, history)
     dpi, rng = pp["dpi"], np.random.default_rng(pp["seed"])
     figures = {
@@ -168,7 +168,7 @@ def main() -> None:
         "confusion_matrix": lambda: confusion_figure(y, probs, classes),
         "per_class_accuracy": lambda: per_class_figure(y, probs, classes),
         "confidence": lambda: confidence_figure(y, probs, classes),
-        "training_curves": lambda: curves_figure(history, model, weights_epoch(model, history)),
+        "training_curves": lambda: curves_figure(history, model, kept),
         "first_layer": lambda: first_layer_figure(model, classes, x),
     }
     for name in FIGURES_SHOWN:  # one at a time: drawn, saved, closed

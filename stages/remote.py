@@ -82,7 +82,6 @@ def check(name: str | None) -> str:
         if odb.fs.protocol in ("http", "https"):  # no listing over http: ask whether the server answers
             return http_answer(name, url)
         bucket = odb.path.split("/")[0] if odb.fs.protocol != "local" else None
-        root = odb.fs.parent(odb.fs.parent(odb.path))  # the remote's own folder: objects are in files/md5/
         try:
             if bucket:
                 try:
@@ -90,6 +89,7 @@ def check(name: str | None) -> str:
                 except FileNotFoundError:
                     raise StageError(f"remote '{name}' ({url}): the bucket '{bucket}' does not exist; create it, "
                                      "or fix the url (dvc remote modify --local NAME url s3://BUCKET/PATH)") from None
+            root = odb.fs.parent(odb.fs.parent(odb.path))  # the remote's own folder: objects are in files/md5/
             if odb.fs.protocol == "local" and odb.fs.exists(root) and not odb.fs.isdir(root):
                 raise StageError(f"remote '{name}' ({url}): a file, not a folder; a local remote is a folder "
                                  "(dvc remote modify --local NAME url /path/to/folder)")

@@ -23,7 +23,7 @@ from nn.data import ink_frame
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential, cnn_spec, mlp_spec, training_bytes
 from nn.optim import OPTIMIZERS, SCHEDULES
-from nn.shards import default_threads
+from nn.shards import thread_cap
 from nn.train import DivergenceError, FitOptions, fit, kept_epoch
 from stages import params as P
 from stages.command import run
@@ -99,7 +99,7 @@ def main() -> None:
     params = P.load("model", "train")
     pm, pt = params["model"], params["train"]
     backend = backend_for(pt, "train")
-    default_threads(1)  # a bad NN_THREADS stops the stage here, before any work
+    thread_cap()  # a bad NN_THREADS stops the stage here, before any work
     x_train, y_train, classes = load_split(DATA_PREPARED / "train.npz")
     x_val, y_val, _ = load_split(DATA_PREPARED / "val.npz")
     if x_val.shape[1:] != x_train.shape[1:]:
