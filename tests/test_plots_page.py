@@ -17,7 +17,8 @@ from tests.project import DIGITS, ROOT, Project
 
 PLOTS_DIR = ROOT / ".dvc" / "plots"
 VENDOR = json.loads((PLOTS_DIR / "vendor.json").read_text())
-CHARTS = ("Loss", "Accuracy", "Confusion")  # the vega charts of dvc.yaml's plots: that must draw
+CHARTS = ("Loss", "Accuracy", "Learning_rate", "Confusion")  # the vega charts of dvc.yaml's plots: that must draw
+CURVES = ("Loss", "Accuracy", "Learning_rate")  # per-epoch charts (.dvc/plots/epochs.json)
 TEMPLATE = "plots/page.html"  # .dvc/config's plots.html_template, relative to .dvc/
 
 
@@ -138,3 +139,9 @@ def test_charts_draw_in_a_browser_without_network(ran, tmp_path):
             axes = [re.findall(r">([^<>]+)</text>", labels)
                     for labels in re.findall(r'role-axis-label.*?</g>', div.group(1), flags=re.S)]
             assert axes == [list(NAMES), list(NAMES)], axes
+        if chart in CURVES:  # drawn as SVG: the epoch axis ticks whole epochs (DVC's linear template: 1.5, 2.5, ...)
+            labels = re.search(r'role-axis-label.*?</g>', div.group(1), flags=re.S)  # the x axis comes first
+            assert labels, f"{chart}: no axis labels in the page (drawn on a canvas, not as SVG?)"
+            epochs = re.findall(r">([^<>]+)</text>", labels.group(0))
+            assert epochs and all(e.isdigit() for e in epochs) and len(set(epochs)) == len(epochs), f"{chart}: {epochs}"
+            assert 1 <= int(epochs[0]) and int(epochs[-1]) <= 6, f"{chart}: {epochs}"
