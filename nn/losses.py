@@ -23,7 +23,8 @@ class SoftmaxCrossEntropy:
     """Mean cross-entropy of softmax(logits) against integer labels.
 
     forward(logits: (N, C), labels: (N,) ints) -> 0-d array (stays on the device)
-    backward() -> dL/dlogits: (N, C) = (softmax - onehot(labels)) / N
+    backward() -> dL/dlogits: (N, C) = (softmax - target) / N, target = onehot(labels), or
+        (1 - smoothing) onehot(labels) + smoothing / C with label smoothing
     forward_backward / score: the same, for the fit loop, writing the batch's mean
     loss to losses[slot] and its count of correct predictions to correct[slot]
     (slot: a (1,) int array on the device, so a captured step can use it). On a GPU

@@ -45,6 +45,14 @@ def accuracy_note(model, history) -> str:
     return "\n".join(lines)
 
 
+def target_entropy(smoothing: float, classes: int) -> float:
+    """The lowest cross-entropy any model can score against label-smoothed targets: the targets'
+    own entropy ((1 - s) one-hot + s / k spread over k classes; 0 without smoothing)."""
+    spread = smoothing / classes
+    true = 1 - smoothing + spread
+    return float(-(true * math.log(true) + (classes - 1) * spread * math.log(spread))) if smoothing else 0.0
+
+
 def curves_figure(history, model, kept: int | None = None):
     """Loss, accuracy and learning rate per epoch; `kept`, if not the last epoch, is marked: the
     epoch whose weights early stopping kept."""
@@ -53,7 +61,13 @@ def curves_figure(history, model, kept: int | None = None):
     for key, name in (("train", "train"), ("val", "validation")):
         loss.plot(epochs, [r[f"{key}_loss"] for r in history], "o-", label=name)
         acc.plot(epochs, [100 * r[f"{key}_acc"] for r in history], "o-", label=name)
-    loss.set(yscale="log", xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="Loss (lower is better)")
+    smoothing = model.spec.get("training", {}).get("label_smoothing", 0)
+    if smoothing:  # the losses are against the smoothed targets: they cannot fall below the targets' entropy
+        floor = target_entropy(smoothing, model.output_shape[-1])
+        loss.axhline(floor, color="0.5", linestyle="--", label=f"lowest possible: {floor:.3g}")
+    target = f"smoothed targets (label_smoothing {smoothing:g})" if smoothing else None
+    loss.set(yscale="log", xlabel="epoch", ylabel="cross-entropy loss (log scale)"
+             + (f"\nagainst {target}" if target else ""), title="Loss (lower is better)")
     log_ticks(loss)
     acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (higher is better)")
     lr.plot(epochs, [r["lr"] for r in history], "o-", color="0.35")

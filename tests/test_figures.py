@@ -251,3 +251,24 @@ def test_a_class_without_test_images_is_said_to_have_none():
     texts = [t.get_text() for t in fig.axes[0].texts]
     plt.close(fig)
     assert {"no test images", "1 of 2 wrong (50.0% right)", "0 of 2 wrong (100.0% right)"} <= set(texts)
+
+
+def test_with_label_smoothing_the_loss_curves_say_so_and_draw_the_floor():
+    """With label smoothing the history's losses are against the smoothed targets, which no model
+    scores below: the curves say what they measure and draw that floor; without, neither."""
+    from stages.figures_training import curves_figure, target_entropy
+
+    history = [{"epoch": e, "lr": 0.1, "train_loss": 0.9 / e, "train_acc": 0.5, "val_loss": 0.8 / e, "val_acc": 0.6}
+               for e in (1, 2)]
+    m = model(mlp_spec((8, 8), [4]))
+    probs = np.full(10, 0.1 / 10) + np.eye(10)[3] * 0.9  # smoothing 0.1 over 10 classes
+    assert target_entropy(0.1, 10) == pytest.approx(-(probs * np.log(probs)).sum(), rel=1e-12)
+    assert target_entropy(0.1, 10) == pytest.approx(0.5003, abs=1e-4) and target_entropy(0.0, 10) == 0.0
+    for smoothing, floors in ((0.1, [target_entropy(0.1, 10)]), (0.0, [])):
+        m.spec["training"] = {"shift": 0, "label_smoothing": smoothing}
+        fig = curves_figure(history, m)
+        loss = fig.axes[0]
+        flat = [line.get_ydata()[0] for line in loss.lines if len(set(line.get_ydata())) == 1]
+        assert flat == pytest.approx(floors), flat
+        assert ("smoothed targets (label_smoothing 0.1)" in loss.get_ylabel()) == bool(smoothing), loss.get_ylabel()
+        plt.close(fig)
