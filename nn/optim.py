@@ -170,7 +170,8 @@ class Adam(Optimizer):
 
     which is the textbook update exactly (up to float rounding): ten passes over
     the flat buffer per step. `weight_decay` is coupled L2 (added to the
-    gradient), as in the original Adam.
+    gradient), as in most Adam implementations (torch.optim.Adam's weight_decay); the paper
+    has no weight decay.
     """
 
     state_names = ("m", "v")  # the scaled moments m' and v'
@@ -253,7 +254,8 @@ class Constant(Schedule):
 
 
 class StepDecay(Schedule):
-    """lr * gamma ** (t // step_size)."""
+    """lr * gamma ** (t // step_size), t counted from the end of the warm-up: with one warm-up
+    epoch and step_size 5 epochs, the first decay comes after epoch 6, not 5."""
 
     def __init__(self, lr, total_steps, warmup=0, step_size: int = 1, gamma: float = 0.1) -> None:
         super().__init__(lr, total_steps, warmup)
@@ -266,7 +268,8 @@ class StepDecay(Schedule):
 
 
 class Cosine(Schedule):
-    """min_lr + (lr - min_lr) * (1 + cos(pi * t / n)) / 2, reaching min_lr at the end."""
+    """min_lr + (lr - min_lr) * (1 + cos(pi * t / n)) / 2 for t = 0 .. n - 1 after the warm-up:
+    from lr down towards min_lr, one step short of it at the last step."""
 
     def __init__(self, lr, total_steps, warmup=0, min_lr: float = 0.0) -> None:
         super().__init__(lr, total_steps, warmup)
