@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+from pathlib import Path
 
 from stages.command import Parser, run
 from stages.common import StageError
@@ -32,6 +34,23 @@ CAUSES = [
     (("accessdenied", "access denied", "forbidden", "permission denied"),
      "access is denied", "ask for read and write access to the bucket, or fix the credentials"),
 ]
+# the schemes of DVC's remote kinds: a local "folder" named like one is a URL with a slash missing
+SCHEMES = ("s3", "gs", "gcs", "azure", "az", "ssh", "sftp", "http", "https", "hdfs", "webhdfs", "webdav",
+           "webdavs", "oss", "gdrive")
+
+
+def local_folder_problem(folder: str, project: str) -> str | None:
+    """What is wrong with a local remote at the absolute path `folder` for the project at
+    `project`, in words and what to do; None if nothing. DVC takes `s3:/bucket` (a slash short)
+    for a folder, and a folder inside the project fills the workspace with pushed files."""
+    scheme = re.search(rf"(?:^|/)({'|'.join(SCHEMES)}):/*(.*)$", folder)
+    if scheme:
+        return (f"a local folder, not a {scheme[1]} remote: a URL is {scheme[1]}://..., with two slashes; "
+                f"fix the url (dvc remote modify --local NAME url {scheme[1]}://{scheme[2]})")
+    if Path(folder).resolve().is_relative_to(Path(project).resolve()):
+        return ("a folder inside this project: dvc push would write the data into the workspace (git status "
+                "lists them); use a folder outside it (dvc remote modify --local NAME url /path/to/folder)")
+    return None
 
 
 def describe(exc: BaseException) -> str:
@@ -93,6 +112,8 @@ def check(name: str | None) -> str:
             if odb.fs.protocol == "local" and odb.fs.exists(root) and not odb.fs.isdir(root):
                 raise StageError(f"remote '{name}' ({url}): a file, not a folder; a local remote is a folder "
                                  "(dvc remote modify --local NAME url /path/to/folder)")
+            if odb.fs.protocol == "local" and (problem := local_folder_problem(root, repo.root_dir)):
+                raise StageError(f"remote '{name}' ({url}): {problem}")
             exists = odb.fs.exists(odb.path)
             if exists:
                 odb.fs.ls(odb.path)

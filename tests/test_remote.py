@@ -281,7 +281,8 @@ def test_a_corrupted_object_in_the_remote_is_caught_by_dvc_hash_check(team_a, s3
 
 def test_the_remote_check_on_http_a_missing_plugin_and_a_file(tmp_path):
     """Other kinds of remote get one line too: an http server that answers or does not (http
-    cannot be listed), a scheme whose DVC plugin is not installed, a local path that is a file."""
+    cannot be listed), a scheme whose DVC plugin is not installed, a local path that is a file,
+    a URL with a slash missing (a local folder to DVC), a folder inside the project."""
     import functools
     import http.server
     import importlib.util
@@ -294,7 +295,11 @@ def test_the_remote_check_on_http_a_missing_plugin_and_a_file(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         cases = [(f"http://127.0.0.1:{free_port()}/store", "the server does not answer"),
-                 (str(tmp_path / "a_file"), "a file, not a folder")]
+                 (str(tmp_path / "a_file"), "a file, not a folder"),
+                 # DVC takes these for folders (dvc push then fills them): a slash short, inside the project
+                 (str(p.path / "s3:/bucket/store"), "not a s3 remote: a URL is s3://..., with two slashes; fix the "
+                  "url (dvc remote modify --local NAME url s3://bucket/store)"),
+                 (str(p.path / "store"), "a folder inside this project")]
         if importlib.util.find_spec("dvc_gs") is None:
             cases.append(("gs://bucket/store", "requires 'dvc-gs' to be installed"))
         for url, says in cases:
