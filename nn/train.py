@@ -26,7 +26,7 @@ from nn.model import Sequential
 from nn.optim import Optimizer, Schedule
 from nn.shards import ShardedStep, default_threads, one_blas_thread, shard_count
 
-DIVERGED = 10.0  # an epoch's mean loss above this many times chance level counts as divergence
+DIVERGED = 10.0  # an epoch's val loss above this many times chance level counts as divergence
 
 
 class DivergenceError(RuntimeError):
@@ -122,11 +122,13 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
             losses, correct = feed.results()
             train_loss = float(losses @ feed.sizes) / feed.n + 0.0  # a perfect -0.0 reads 0.0
             seconds = time.perf_counter() - start
-            if not math.isfinite(train_loss) or train_loss > DIVERGED * chance:
-                raise DivergenceError(
-                    f"training diverged in epoch {epoch} (mean loss {train_loss:.4g}, a uniform guess "
-                    f"scores {chance:.3g}); try a lower learning rate")
             val_loss, val_acc = evaluate(model, loss_fn, x_val, y_val)
+            # judged by the val loss: the weights as they are, without dropout (at rate 0.99 its x100
+            # scaling alone puts the training loss far above chance while the weights are fine)
+            if not math.isfinite(train_loss) or not math.isfinite(val_loss) or val_loss > DIVERGED * chance:
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch} (val loss {val_loss:.4g}, mean training loss "
+                    f"{train_loss:.4g}; a uniform guess scores {chance:.3g}); try a lower learning rate")
             record = {"epoch": epoch, "lr": schedule(t - 1), "train_loss": train_loss,
                       "train_acc": int(correct.sum()) / feed.n, "val_loss": val_loss, "val_acc": val_acc,
                       "seconds": seconds}
@@ -143,7 +145,7 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
                 else:
                     wait += 1
                     if wait >= opts.patience:
-                        if log:
+                        if log and epoch < opts.epochs:  # at the last epoch, nothing is cut short
                             log.info("early stop: val loss has not improved for %d epoch%s", wait,
                                      "s" * (wait != 1))
                         break

@@ -11,7 +11,7 @@ import pytest
 from nn.losses import SoftmaxCrossEntropy
 from nn.model import Sequential, mlp_spec
 from nn.optim import OPTIMIZERS, Constant, Cosine
-from nn.train import DivergenceError, FitOptions, evaluate, fit, kept_epoch
+from nn.train import DIVERGED, DivergenceError, FitOptions, evaluate, fit, kept_epoch
 
 
 def train_digits(digits, backend, seed=0, epochs=15, hidden=(64,), optimizer="adam", lr=0.01,
@@ -184,3 +184,21 @@ def test_cnn_same_seed_gives_identical_weight_bytes_and_learns(digits, backend):
     fa, fb, fc = (backend.to_host(m.params_flat).tobytes() for m in (a, b, c))
     assert fa == fb and fa != fc
     assert (a.predict(x_test) == y_test).mean() >= 0.93
+
+
+def test_heavy_dropout_is_not_taken_for_divergence(digits):
+    """Dropout at 0.99 scales the kept units x100: the training loss goes far above the divergence
+    line while the weights are fine. Divergence is judged by the val loss (no dropout), so the run
+    trains; the old check stopped it and advised a lower learning rate, which only made it worse."""
+    x_train, x_test, y_train, y_test = digits
+    spec = mlp_spec((8, 8), [512, 256], dropout=0.99)
+    spec["normalize"] = {"mean": float(x_train.mean()), "std": float(x_train.std())}
+    model = Sequential(spec)
+    rng = np.random.default_rng(0)
+    model.init_params(rng)
+    opt = OPTIMIZERS["adamw"](model.params_flat, model.grads_flat, n_decayed=model.n_decayed)
+    history = fit(model, opt, Constant(0.002, 100), x_train, y_train, x_test, y_test,
+                  FitOptions(epochs=2, batch_size=32), rng)
+    chance = np.log(10)
+    assert max(r["train_loss"] for r in history) > DIVERGED * chance, history  # what the old check judged
+    assert all(r["val_loss"] < 2 * chance for r in history), history
