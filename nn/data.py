@@ -83,7 +83,7 @@ def idx_header(data: bytes, name: str = "idx data") -> tuple[tuple[int, ...], in
     """The header at the start of `data` -> (shape, its length in bytes); IdxError if none.
     The whole file is that length + math.prod(shape) bytes (Python ints: no wrap-around)."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise IdxError(f"{name}: not an idx file (bad magic number {data[:4].hex() or 'empty'})")
+        raise IdxError(f"{name}: not an idx file " + (f"(bad magic number {data[:4].hex()})" if data else "(empty)"))
     if data[2] != UINT8:
         raise IdxError(f"{name}: idx type code 0x{data[2]:02x} is not uint8 (0x08)")
     ndim = data[3]

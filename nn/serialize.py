@@ -122,6 +122,8 @@ def load(path, backend: Backend = CPU) -> Sequential:
         if array.shape != tuple(shape) or array.dtype != dtype:
             raise ValueError(f"{path}: array '{name}' has shape {array.shape} {array.dtype}, "
                              f"expected {tuple(shape)} {dtype}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{path}: array '{name}' holds NaN or infinite weights; retrain it (dvc repro -f train)")
         host[model.slices[name][1]] = array.reshape(-1)
     model.set_flat(host)
     return model

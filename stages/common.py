@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,7 @@ def read_npz(path: Path, keys: tuple[str, ...], stage: str) -> dict[str, np.ndar
             return {key: npz[key] for key in keys}
     except FileNotFoundError:
         raise StageError(f"{path}: not found; run the {stage} stage first (dvc repro)") from None
-    except (KeyError, ValueError, OSError, EOFError) as exc:
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damaged bytes
         raise StageError(f"{path}: not readable ({exc}); rerun the {stage} stage") from None
 
 

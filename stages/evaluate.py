@@ -24,6 +24,7 @@ from stages.common import (
     METRICS,
     MODEL,
     PREDICTIONS,
+    StageError,
     check_model_fits,
     load_split,
     log,
@@ -86,7 +87,11 @@ def main() -> None:
     model = serialize.load(MODEL, backend=backend_for(pe, "evaluate"))
     x, y, classes = load_split(DATA_PREPARED / "test.npz")
     check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")
-    probs = model.predict_proba(x, batch_size=pe["batch_size"]).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # the check below says it, once
+        probs = model.predict_proba(x, batch_size=pe["batch_size"]).astype(np.float32)
+    if not np.isfinite(probs).all():
+        raise StageError(f"{MODEL}: its answers on the test images are not finite numbers (weights far too "
+                         "large); retrain it (dvc repro -f train)")
     pred = probs.argmax(axis=1)
     metrics = score(y, probs, pred, classes)
     metrics["model"] = {"parameters": model.n_params}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from nn.atomic import write_npz
-from nn.data import MAX_IDX_BYTES, from_idx, images_problem
+from nn.data import MAX_IDX_BYTES, IdxError, from_idx, images_problem
 from stages import params as P
 from stages.command import run
 from stages.common import DATA_PREPARED, DATA_RAW, StageError, log, read_json
@@ -23,6 +23,8 @@ def read_idx(path) -> np.ndarray:
             raise StageError(f"{path}: {size} bytes, over the {MAX_IDX_BYTES >> 30} GiB cap for one idx file; "
                              "rerun the fetch stage (dvc repro)")
         return from_idx(path.read_bytes(), str(path))
+    except IdxError as exc:
+        raise StageError(f"{exc}; rerun the fetch stage (dvc repro)") from None
     except FileNotFoundError:
         raise StageError(f"{path}: not found; run the fetch stage first (dvc repro)") from None
 
@@ -44,13 +46,16 @@ def read_pair(raw, images: str, labels: str, n_classes: int) -> tuple[np.ndarray
     if problem := images_problem(x.shape):
         raise StageError(f"{raw / images}: {problem}; rerun the fetch stage (dvc repro)")
     if y.ndim != 1:
-        raise StageError(f"{raw / labels}: expected labels (N,), got shape {y.shape}")
+        raise StageError(f"{raw / labels}: expected labels (N,), got shape {y.shape}; "
+                         "rerun the fetch stage (dvc repro)")
     if 0 in x.shape:
         raise StageError(f"{raw / images}: holds no images (shape {x.shape}); rerun the fetch stage (dvc repro)")
     if len(x) != len(y):
-        raise StageError(f"{raw / labels}: {len(y)} labels for {len(x)} images in {raw / images}")
+        raise StageError(f"{raw / labels}: {len(y)} labels for {len(x)} images in {raw / images}; "
+                         "rerun the fetch stage (dvc repro)")
     if len(y) and y.max() >= n_classes:
-        raise StageError(f"{raw / labels}: label {int(y.max())} is out of range for {n_classes} classes")
+        raise StageError(f"{raw / labels}: label {int(y.max())} is out of range for {n_classes} classes; "
+                         "rerun the fetch stage (dvc repro)")
     return x, y
 
 

@@ -40,8 +40,11 @@ def model_spec(pm, input_shape, classes, x_train) -> dict:
             raise StageError(f"params.yaml: model.activation {activation!r}: the cnn uses relu; set it to relu")
         side = min(input_shape[:2])
         if side >> len(channels) < 1:  # each block halves the image (rounding down)
-            raise StageError(f"params.yaml: model.channels has {len(channels)} conv blocks, but {side}-pixel images "
-                             f"allow at most {side.bit_length() - 1} (each halves the image); use fewer")
+            most = side.bit_length() - 1
+            blocks = f"{len(channels)} conv block{'s' * (len(channels) != 1)}"
+            remedy = f"at most {most} (each halves the image); use fewer" if most else \
+                "none (each halves the image); use model.kind: mlp"
+            raise StageError(f"params.yaml: model.channels has {blocks}, but {side}-pixel images allow {remedy}")
         spec = cnn_spec(input_shape, channels, hidden, dropout, len(classes))
     else:
         spec = mlp_spec(input_shape, hidden, activation, dropout, len(classes))
@@ -67,10 +70,11 @@ def machine_memory() -> int:
     return total
 
 
-def check_memory(spec: dict, pm, pt) -> None:
-    """Refuse, before anything is allocated, a network that cannot be trained in this machine's memory."""
+def check_memory(spec: dict, pm, pt, rows: int) -> None:
+    """Refuse, before anything is allocated, a network that cannot be trained in this machine's memory;
+    `rows`: the most images of a pass (a batch is never more than its split: a batch_size over it is fine)."""
     copies = {"sgd": 1, "adam": 2, "adamw": 2}[pt["optimizer"]] + (1 if pt["patience"] else 0)
-    need, have = training_bytes(spec, pt["batch_size"], copies), machine_memory()
+    need, have = training_bytes(spec, min(pt["batch_size"], rows), copies), machine_memory()
     if need > have:
         keys = "model.channels, model.hidden" if pm["kind"] == "cnn" else "model.hidden"
         raise StageError(f"params.yaml: {keys} and train.batch_size ask for about {need / 2 ** 30:.1f} GiB to train, "
@@ -83,6 +87,21 @@ def make_optimizer(pt, model: Sequential):
     if pt["optimizer"] == "sgd":
         kw.update(momentum=momentum, nesterov=momentum > 0)
     return OPTIMIZERS[pt["optimizer"]](model.params_flat, model.grads_flat, **kw)
+
+
+def check_schedule(pt) -> None:
+    """A warm-up longer than the run is refused; one as long as it, or a step schedule that never
+    decays, is said in the log (the learning rate stays at its peak from the warm-up's end)."""
+    epochs, warmup = pt["epochs"], pt["warmup_epochs"]
+    if warmup > epochs:
+        raise StageError(f"params.yaml: train.warmup_epochs = {warmup} is longer than the run (train.epochs = "
+                         f"{epochs}); set it to at most {epochs} (0 turns the warm-up off)")
+    if warmup == epochs and pt["schedule"] != "constant":
+        log.warning("the warm-up takes the whole run (train.warmup_epochs = train.epochs = %d): the learning rate "
+                    "rises to its peak and the %s schedule never starts", epochs, pt["schedule"])
+    elif pt["schedule"] == "step" and pt["step_epochs"] >= epochs - warmup:
+        log.warning("train.step_epochs = %d is not less than the %d epoch%s after the warm-up: the step schedule "
+                    "never decays", pt["step_epochs"], epochs - warmup, "s" * (epochs - warmup != 1))
 
 
 def make_schedule(pt, steps_per_epoch: int):
@@ -100,6 +119,7 @@ def main() -> None:
     pm, pt = params["model"], params["train"]
     backend = backend_for(pt, "train")
     thread_cap()  # a bad NN_THREADS stops the stage here, before any work
+    check_schedule(pt)
     x_train, y_train, classes = load_split(DATA_PREPARED / "train.npz")
     x_val, y_val, _ = load_split(DATA_PREPARED / "val.npz")
     if x_val.shape[1:] != x_train.shape[1:]:
@@ -108,9 +128,9 @@ def main() -> None:
                          "rerun the prepare stage (dvc repro)")
     rng = np.random.default_rng(pt["seed"])
     spec = model_spec(pm, x_train.shape[1:], classes, x_train)
-    spec["training"] = {k: pt[k] for k in ("optimizer", "lr", "epochs", "batch_size", "schedule", "weight_decay",
-                                            "shift", "label_smoothing", "patience", "seed")}
-    check_memory(spec, pm, pt)
+    # every key that shapes the weights (not train.device: where they were computed)
+    spec["training"] = {k: pt[k] for k in P.SCHEMA["train"] if k != "device"}
+    check_memory(spec, pm, pt, max(len(x_train), len(x_val)))
     model = Sequential(spec, backend=backend)
     model.init_params(rng)
     log.info("model:\n%s", model.summary())

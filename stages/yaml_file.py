@@ -24,8 +24,24 @@ class ParamsError(ValueError):
     """params.yaml is missing, malformed, or a value breaks its rule."""
 
 
-# -- messages: every value printed short and on one line --------------------------
-_repr = reprlib.Repr()
+# -- messages: every value printed short and on one line, in YAML's words ----------
+class _YamlRepr(reprlib.Repr):
+    """reprlib's short repr, with YAML's spellings where Python's differ: null, true, false, and
+    a date as written (2024-01-01, which YAML reads as a date)."""
+
+    def repr_NoneType(self, value, level) -> str:
+        return "null"
+
+    def repr_bool(self, value, level) -> str:
+        return "true" if value else "false"
+
+    def repr_date(self, value, level) -> str:
+        return value.isoformat()
+
+    repr_datetime = repr_date
+
+
+_repr = _YamlRepr()
 _repr.maxstring = _repr.maxother = _repr.maxlong = 60
 _repr.maxlist = _repr.maxtuple = 8
 _repr.maxdict = 4
@@ -33,14 +49,17 @@ _repr.maxlevel = 2
 
 
 def show(value) -> str:
-    """repr(value) cut to about 60 characters (a huge list or string prints briefly)."""
+    """repr(value) cut to about 60 characters (a huge list or string prints briefly), with YAML's
+    null, true and false."""
     return _repr.repr(value)
 
 
 def show_key(key) -> str:
-    """A key as messages print it: as written if it is short printable text, else its repr."""
+    """A key as messages print it: as written if it is short printable text with no space at
+    either end, else its repr ('shift ', quoted, so that the space shows)."""
     text = str(key)
-    return text if isinstance(key, str) and text.isprintable() and len(text) <= 60 else show(key)
+    plain = isinstance(key, str) and text.isprintable() and len(text) <= 60 and text == text.strip()
+    return text if plain else show(key)
 
 
 # -- reading: UTF-8, bounded, YAML 1.2 like DVC, strict ------------------------------

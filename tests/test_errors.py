@@ -46,6 +46,7 @@ def project(base, tmp_path):
     ("train.lr", "fast", ["train.lr must be a number", "'fast'"]),
     ("train.epochs", 2.5, ["train.epochs must be an integer"]),
     ("train.device", "tpu", ["train.device must be one of auto, cpu, gpu"]),
+    ("train.warmup_epochs", 7, ["train.warmup_epochs = 7 is longer than the run (train.epochs = 6)", "at most 6"]),
 ])
 def test_bad_train_params(project, key, value, patterns):
     for f in ("train.npz", "val.npz"):  # prove validation comes before reading any data
@@ -60,6 +61,25 @@ def test_unknown_key_suggests_the_right_one(project):
     params["train"]["lr_rate"] = 0.1
     (project.path / "params.yaml").write_text(json.dumps(params))  # JSON is YAML too
     assert_clean_failure(project.stage("train"), "unknown key train.lr_rate", "did you mean train.lr?")
+
+
+@pytest.mark.parametrize("params,says", [
+    ({"warmup_epochs": 6, "schedule": "cosine"}, "the warm-up takes the whole run (train.warmup_epochs = "
+                                                 "train.epochs = 6): the learning rate rises to its peak and the "
+                                                 "cosine schedule never starts"),
+    ({"warmup_epochs": 2, "schedule": "step", "step_epochs": 4},
+     "train.step_epochs = 4 is not less than the 4 epochs after the warm-up: the step schedule never decays"),
+    ({"warmup_epochs": 2, "schedule": "step", "step_epochs": 3}, None),
+    ({"warmup_epochs": 6, "schedule": "constant"}, None),
+])
+def test_a_schedule_that_never_runs_is_said(project, params, says):
+    """A warm-up as long as the run leaves the schedule no step; a step schedule with its first decay
+    after the run never decays: both train (the values are legal), and the log says so."""
+    project.set_params({"train": {"epochs": 6, **params}})
+    proc = project.stage("train")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "never" in line]
+    assert warnings == ([f"train: {says}"] if says else []), proc.stderr
 
 
 def test_missing_key(project):
@@ -127,10 +147,11 @@ def corrupt(project, name, edit):
     ("train-labels-idx1-ubyte", lambda b: b[:4] + (int.from_bytes(b[4:8], "big") - 3).to_bytes(4, "big")
      + b[8:-3], "labels for"),
     ("t10k-labels-idx1-ubyte", lambda b: b[:-1] + b"\x0c", "label 12 is out of range"),
+    ("t10k-labels-idx1-ubyte", lambda b: b"", "not an idx file (empty)"),
 ])
 def test_damaged_idx_files(project, name, edit, pattern):
     corrupt(project, name, edit)
-    line = assert_clean_failure(project.stage("prepare"), pattern)
+    line = assert_clean_failure(project.stage("prepare"), pattern, "; rerun the fetch stage (dvc repro)")
     assert "data/raw" in line
     assert not list((project.path / "data/prepared").glob("*.npz"))
 

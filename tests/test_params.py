@@ -339,3 +339,18 @@ def test_the_bounds_themselves_are_allowed(tmp_path, key, raw):
 def test_out_of_range_in_a_stage(project, name, key, raw, pattern):
     line = assert_clean_failure(stage(project, name, edit(BASE, key, raw)), "params.yaml", pattern)
     assert "val_size" not in line
+
+
+def test_values_and_keys_are_printed_as_yaml_writes_them(tmp_path):
+    """The value YAML read, in YAML's words (null, not None); a key with a space at its end quoted,
+    with what to do; a section indented under another: named as a section."""
+    refused(tmp_path, edit(BASE, "train.lr", "null"), "train.lr must be a number > 0 (got null)")
+    refused(tmp_path, edit(BASE, "train.lr", "~"), "(got null)")
+    refused(tmp_path, edit(BASE, "train.epochs", "true"), "train.epochs must be an integer", "(got true)")
+    refused(tmp_path, edit(BASE, "train.lr", "2024-01-01"), "(got 2024-01-01)")
+    refused(tmp_path, edit(BASE, "model.hidden", "[1, null]"), "(got [1, null])")
+    refused(tmp_path, BASE.replace("  shift: 2", '  "shift ": 2'), "unknown key train.'shift '",
+            "(a space around train.shift: remove it)")
+    indented = BASE.replace("\ntrain:\n", "\n  train:\n", 1)
+    message = refused(tmp_path, indented, "unknown key model.train", "(train is a section of its own: un-indent it")
+    assert "did you mean" not in message
