@@ -280,3 +280,16 @@ def test_an_output_that_is_a_folder_changes_nothing(project):
     line = fails_cleanly(project, "evaluate", "data/predictions/test.npz", "Is a directory",
                          damaged=["data/predictions/test.npz"])
     assert ".tmp" not in line
+
+
+def test_a_cnn_on_images_too_small_for_one_block_is_told_to_use_the_mlp():
+    """1-pixel images allow no 2x2 pooling: fewer blocks is no remedy (the cnn needs one), the mlp is."""
+    from stages.common import StageError
+    from stages.train import model_spec
+
+    pm = {"kind": "cnn", "channels": [4], "hidden": [], "activation": "relu", "dropout": 0.0}
+    x = np.zeros((4, 1, 1), np.uint8)
+    with pytest.raises(StageError, match=r"has 1 conv block, but 1-pixel images allow none .*use model.kind: mlp"):
+        model_spec(pm, (1, 1), ["a", "b"], x)
+    with pytest.raises(StageError, match=r"has 2 conv blocks, but 2-pixel images allow at most 1 .*use fewer"):
+        model_spec({**pm, "channels": [4, 4]}, (2, 2), ["a", "b"], np.zeros((4, 2, 2), np.uint8))
