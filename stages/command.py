@@ -115,6 +115,22 @@ class _Prefixed(logging.Formatter):
         return "\n".join(f"{self.name}: {line}" for line in super().format(record).splitlines() or [""])
 
 
+class _Preamble(logging.StreamHandler):
+    """A stderr handler that says `first` (the bits the stage runs with) before the first log line:
+    a stage that stops on bad params before logging anything prints its one `error:` line alone."""
+
+    def __init__(self, stream, first: str) -> None:
+        super().__init__(stream)
+        self.first = first
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.first is not None:
+            first, self.first = self.first, None
+            super().emit(logging.makeLogRecord({"name": record.name, "levelno": logging.INFO,
+                                                "levelname": "INFO", "msg": first}))
+        super().emit(record)
+
+
 def command_name(module: dict) -> str:
     """'train' for the globals of stages.train, however it is run: `python -m stages.train`
     (its __name__ is then '__main__'), runpy, or `python stages/train.py`."""
@@ -175,10 +191,9 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
     module = main.__globals__  # the stage module's namespace, even when runpy runs it
     name = command_name(module)
     args = _parse(module, name, parser)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Preamble(sys.stderr, f"bits: {pins.describe()}")  # logged before the first line, if any
     handler.setFormatter(_Prefixed(name))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    log.info("bits: %s", pins.describe())
     stage = os.environ.get("DVC_STAGE", "")  # set by dvc for the command of the stage it runs
     for signum in STOPS:
         signal.signal(signum, _stop)

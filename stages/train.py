@@ -117,9 +117,9 @@ def make_schedule(pt, steps_per_epoch: int):
 def main() -> None:
     params = P.load("model", "train")
     pm, pt = params["model"], params["train"]
-    backend = backend_for(pt, "train")
     thread_cap()  # a bad NN_THREADS stops the stage here, before any work
     check_schedule(pt)
+    backend = backend_for(pt, "train")
     x_train, y_train, classes = load_split(DATA_PREPARED / "train.npz")
     x_val, y_val, _ = load_split(DATA_PREPARED / "val.npz")
     if x_val.shape[1:] != x_train.shape[1:]:

@@ -52,7 +52,9 @@ def test_bad_train_params(project, key, value, patterns):
     for f in ("train.npz", "val.npz"):  # prove validation comes before reading any data
         (project.path / "data/prepared" / f).unlink()
     project.set(key, value)
-    assert_clean_failure(project.stage("train"), *patterns)
+    proc = project.stage("train")
+    line = assert_clean_failure(proc, *patterns)
+    assert proc.stderr.splitlines() == [line]  # the one line alone: no log line before it
     assert not (project.path / "models/model.npz").exists()
 
 
