@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,21 @@ from tqdm import tqdm
 from nn.data import MAX_IDX_BYTES, to_idx
 from stages.common import StageError, log
 from stages.datasets import FILES
-from stages.images import open_image, read_pixels, resize
+from stages.images import WORK_SIDE, open_image, read_pixels, resize, upright_size
 
 SOURCE_ROOT = Path("data/source")  # fetch's DVC dependency (dvc.yaml): a changed image reruns fetch
 MAX_CLASSES = 256  # idx labels are one byte each
 MAX_FILES = 2_000_000  # file names and hashes held: about 300 bytes each
 MAX_FILE_BYTES = 256 << 20  # one image file; read once, hashed and decoded from memory
 Image.init()
-SUFFIXES = frozenset(ext.lower() for ext in Image.registered_extensions())
+SUFFIXES = frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)  # not
+# the formats Pillow only writes (PDF, EPS, ...)
+SPLITS = ("train", "test")
+
+
+def same_name(name: str) -> str:
+    """A class name as compared between train/ and test/: Unicode NFC (macOS writes café decomposed)."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _entries(path: Path) -> list[os.DirEntry]:
@@ -49,7 +57,11 @@ def _entries(path: Path) -> list[os.DirEntry]:
 
 
 def _class_dirs(root: Path) -> list[str]:
-    names = [e.name for e in _entries(root) if e.is_dir()]
+    entries = [e for e in _entries(root) if e.is_dir()]
+    if link := next((e for e in entries if e.is_symlink()), None):  # DVC hashes the link, not what is inside
+        raise StageError(f"{root / link.name}: a link to a folder; DVC does not look inside it, so a change there "
+                         "would not rerun fetch; copy the folder in instead")
+    names = [e.name for e in entries]
     if len(names) > MAX_CLASSES:
         raise StageError(f"{root}: {len(names)} class folders, over {MAX_CLASSES}, the most one-byte labels "
                          "can tell apart")
@@ -57,10 +69,13 @@ def _class_dirs(root: Path) -> list[str]:
 
 
 def _images(folder: Path, budget: int) -> list[str]:
-    """The image files directly in a class folder, sorted; others are logged and skipped."""
-    images, others = [], 0
+    """The image files directly in a class folder, sorted; others (sub-folders, other files, pipes)
+    are logged and skipped."""
+    images, others, folders = [], 0, []
     for e in _entries(folder):
-        if Path(e.name).suffix.lower() in SUFFIXES and not e.is_dir():
+        if e.is_dir():
+            folders.append(e.name)
+        elif Path(e.name).suffix.lower() in SUFFIXES and e.is_file():  # a regular file (a pipe would hang)
             images.append(e.name)
             if len(images) > budget:
                 raise StageError(f"{folder}: more than {MAX_FILES} images in all, the cap (MAX_FILES in "
@@ -70,12 +85,19 @@ def _images(folder: Path, budget: int) -> list[str]:
     if others:
         log.warning("%s: skipped %d %s", folder, others,
                     "entry that is not an image file" if others == 1 else "entries that are not image files")
+    if folders:
+        log.warning("%s: skipped the sub-folder%s %s: a class's images go directly in its folder", folder,
+                    "s" * (len(folders) > 1), ", ".join(f"{f}/" for f in folders))
     return images
 
 
 def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
     """-> (classes, {split: [(file relative to root, label)]}); split is 'all', or 'train' + 'test'."""
     top = _class_dirs(root)
+    named = {name.lower() for name in top}
+    if named <= {"train", "test", "training", "testing", "val", "validation"} and set(top) != set(SPLITS):
+        raise StageError(f"{root}: holds {', '.join(f'{d}/' for d in top)}; your own split goes in two folders "
+                         "named train/ and test/ (lower case), each with the same class folders")
     if "train" in top and "test" in top:
         if set(top) != {"train", "test"}:
             extra = next(d for d in top if d not in ("train", "test"))
@@ -83,7 +105,7 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
                              "inside train/ and test/, or drop train/ and test/ to let fetch split")
         splits = {"train": _class_dirs(root / "train"), "test": _class_dirs(root / "test")}
         classes = splits["train"]
-        if extra := sorted(set(splits["test"]) - set(classes)):
+        if extra := [d for d in splits["test"] if same_name(d) not in map(same_name, classes)]:
             raise StageError(f"{root / 'test' / extra[0]}: a class the train split does not have")
     else:
         splits, classes = {"all": top}, top
@@ -101,14 +123,20 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
                 raise StageError(f"{base / name}: an empty class folder (no image files); add images or remove it")
             total += len(images)
             rel = (Path(split) / name if split != "all" else Path(name))
-            files[split] += [((rel / f).as_posix(), classes.index(name)) for f in images]
+            label = [same_name(c) for c in classes].index(same_name(name))
+            files[split] += [((rel / f).as_posix(), label) for f in images]
     return classes, files
 
 
-def _split(files: list[tuple[str, int]], test_size, seed: int) -> dict[str, list[tuple[str, int]]]:
+def _split(root: Path, files: list[tuple[str, int]], test_size, seed: int) -> dict[str, list[tuple[str, int]]]:
     from sklearn.model_selection import train_test_split  # where used: 1.7 s to import (stages/evaluate.py)
 
     labels = [label for _, label in files]
+    counts = np.bincount(labels)
+    if counts.min() < 2:  # scikit-learn would say "the least populated class has 1 member", by number
+        folder = Path(files[labels.index(int(counts.argmin()))][0]).parent
+        raise StageError(f"{root / folder}: a class of 1 image; a split that keeps every class in train and "
+                         "test needs 2 or more of each: add images, or give your own train/ and test/ folders")
     try:
         train, test = train_test_split(files, test_size=test_size, random_state=seed, stratify=labels)
     except ValueError as exc:
@@ -133,10 +161,14 @@ def _target_size(root: Path, first: str, image_size) -> tuple[int, int]:
     if image_size != "auto":
         return tuple(image_size)
     with open_image(root / first) as img:  # its header first: a huge one is refused undecoded
-        w, h = img.size
+        h, w = upright_size(img)
     if w * h > MAX_IDX_BYTES:
         raise StageError(f"{root / first}: {w}x{h} pixels; set fetch.image_size to a smaller [height, width]")
-    return read_pixels(root / first).shape[:2]
+    size = read_pixels(root / first).shape[:2]
+    if size != (h, w):
+        log.info("fetch.image_size auto: the images are %dx%d, read at %dx%d (a side over %d pixels is shrunk "
+                 "while read); set fetch.image_size: [height, width] for another size", h, w, *size, WORK_SIDE)
+    return size
 
 
 def decode(root: Path, splits: dict, image_size, color: str) -> tuple[dict, dict[str, str], tuple[int, int, int]]:
@@ -146,6 +178,9 @@ def decode(root: Path, splits: dict, image_size, color: str) -> tuple[dict, dict
     rgb = color == "rgb"
     shape = (*_target_size(root, first, image_size), 3 if rgb else 1)
     size = shape[:2]
+    if image_size == "auto":  # every image the size of the first, as the files say (not as read: a JPEG
+        with open_image(root / first) as img:  # is shrunk by other steps than a PNG)
+            first_size = upright_size(img)
     need = n * math.prod(shape)
     if need > MAX_IDX_BYTES:
         raise StageError(f"{root}: {n} {color} images of {size[0]}x{size[1]} pixels are {need / 2 ** 30:.1f} GiB, "
@@ -158,11 +193,13 @@ def decode(root: Path, splits: dict, image_size, color: str) -> tuple[dict, dict
             for i, (rel, _) in enumerate(files):
                 data = _read(root / rel)
                 sha[rel] = hashlib.sha256(data).hexdigest()
+                if image_size == "auto":
+                    with open_image(root / rel, data) as img:
+                        if (own := upright_size(img)) != first_size:
+                            raise StageError(f"{root / rel}: {own[1]}x{own[0]} pixels but {root / first} is "
+                                             f"{first_size[1]}x{first_size[0]}; set fetch.image_size: [height, "
+                                             "width] in params.yaml to bring every image to one size")
                 levels = read_pixels(root / rel, data, rgb)
-                if image_size == "auto" and levels.shape[:2] != size:
-                    raise StageError(f"{root / rel}: {levels.shape[0]}x{levels.shape[1]} pixels but {root / first} "
-                                     f"is {size[0]}x{size[1]}; set fetch.image_size: [height, width] in params.yaml "
-                                     "to bring every image to one size")
                 x[i] = resize(levels, size).reshape(shape)
                 bar.update()
             out[split] = (x, np.array([label for _, label in files], dtype=np.uint8))
@@ -182,7 +219,7 @@ def dataset(source: str, image_size, color: str, test_size, seed: int) -> tuple[
                          "reruns fetch); move or copy the images there")
     classes, files = scan(root)
     split_by = "the train/ and test/ folders" if "train" in files else f"fetch (test_size {test_size}, seed {seed})"
-    splits = files if "train" in files else _split(files["all"], test_size, seed)
+    splits = files if "train" in files else _split(root, files["all"], test_size, seed)
     arrays, sha, shape = decode(root, splits, image_size, color)
     (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
     if len(y_te) == 0:

@@ -45,6 +45,8 @@ def open_image(path: Path, data: bytes | None = None) -> Image.Image:
             img = Image.open(path if data is None else io.BytesIO(data))
     except FileNotFoundError:
         raise StageError(f"{path}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise StageError(f"{path}: a folder; pass the image files in it (e.g. {path}/*.png)") from None
     except UnidentifiedImageError:  # its message names Pillow's buffer, not the file
         raise StageError(f"{path}: not an image that can be read (an unknown or damaged format); "
                          "save it as PNG or JPEG") from None
@@ -56,6 +58,14 @@ def open_image(path: Path, data: bytes | None = None) -> Image.Image:
         raise StageError(f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the limit "
                          f"of {MAX_PIXELS // 10 ** 6} MP; scale it down")
     return img
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(height, width) of an opened image as read_pixels turns it (EXIF orientation), before any
+    shrinking: from the header, nothing decoded."""
+    width, height = img.size
+    turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # transposed or turned a quarter
+    return (width, height) if turned else (height, width)
 
 
 def read_pixels(path: Path, data: bytes | None = None, rgb: bool = False) -> np.ndarray:
@@ -121,13 +131,19 @@ def _to_8bit_range(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
     return np.clip(values, 0, full) * np.float32(255 / full)
 
 
+UNIFORM = 8.0  # levels: opaque pixels spread less than this (5th to 95th percentile) are one colour
+
+
 def _fill_transparent(levels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Grey (H, W) or RGB (H, W, 3) + alpha (H, W, 0..1) -> the same on the background the picture
-    implies: a mostly opaque picture is filled with its own median (per channel); strokes on a
-    mostly transparent canvas get paper of the opposite brightness (dark strokes -> white, light
-    strokes -> black; for RGB, by the mean of the channels)."""
-    if alpha.mean() >= 0.5:
-        background = np.median(levels[alpha >= 0.5], axis=0).astype(np.float32)
+    implies. Strokes on a transparent canvas, and a cut-out of one colour (an icon), get paper of
+    the opposite brightness (dark -> white, light -> black; for RGB, by the mean of the channels):
+    the shape the transparency draws is kept. A mostly opaque picture of many colours with a few
+    transparent pixels (rounded corners) is filled with its own median (per channel), so that they
+    do not stand out."""
+    opaque = levels[alpha >= 0.5]
+    if alpha.mean() >= 0.5 and np.ptp(np.percentile(opaque, [5, 95], axis=0), axis=0).max() >= UNIFORM:
+        background = np.median(opaque, axis=0).astype(np.float32)
     else:
         bright = levels if levels.ndim == 2 else levels.mean(axis=2)
         stroke = float((bright * alpha).sum() / max(float(alpha.sum()), 1e-6))

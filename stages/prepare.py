@@ -65,7 +65,8 @@ def split(x, y, val_size, seed: int, classes: list[str]):
     count = val_size if isinstance(val_size, int) else round(val_size * n)
     names, counts = np.unique(y, return_counts=True)
     if counts.min() < 2:
-        raise StageError(f"{DATA_RAW}: class {classes[names[counts.argmin()]]!r} has 1 training image; a stratified "
+        lone = str(classes[names[counts.argmin()]])  # a plain str: no np.str_('c') in the message
+        raise StageError(f"{DATA_RAW}: class '{lone}' has 1 training image; a stratified "
                          "train/val split needs at least 2 of each class")
     k = len(names)  # a stratified split puts each class on both sides
     if not k <= count <= n - k:

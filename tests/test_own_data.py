@@ -198,7 +198,12 @@ def _many_classes(src):
     (lambda src: make_images(src, 3, classes=("only",)), ["holds 1 class folder (only)", "two or more"]),
     (_unreadable, ["shapes/bar/001.png: not an image that can be read (an unknown or damaged format)"]),
     (_many_classes, ["257 class folders, over 256"]),
-    (lambda src: make_images(src, 1), ["fetch.test_size 0.2 cannot split these 3 images"]),
+    (lambda src: make_images(src, 1), ["shapes/bar: a class of 1 image", "add images, or give your own train/"]),
+    (lambda src: make_images(src / "Train", 3) or make_images(src / "Test", 3),
+     ["holds Test/, Train/", "named train/ and test/ (lower case)"]),
+    (lambda src: make_images(src / "train", 3), ["holds train/", "named train/ and test/"]),
+    (lambda src: (src / "bar").mkdir(parents=True) or (src / "top").symlink_to(src / "bar"),
+     ["shapes/top: a link to a folder", "copy the folder in instead"]),
 ])
 def test_a_bad_folder_gets_one_line_and_keeps_data_raw(project, make, patterns):
     raw = project.path / "data" / "raw"
@@ -207,6 +212,41 @@ def test_a_bad_folder_gets_one_line_and_keeps_data_raw(project, make, patterns):
     make(project.path / "data" / "source" / "shapes")
     assert_clean_failure(project.stage("fetch"), *patterns)
     assert (raw / "dataset.json").read_text() == "{}"
+
+
+def test_what_fetch_skips_in_a_class_folder_it_names(project):
+    """A sub-folder (its images are not read), a file Pillow only writes (PDF), a named pipe (which
+    an open() would wait on forever): each skipped and logged, the images read."""
+    import os
+
+    source = project.path / "data" / "source" / "shapes"
+    make_images(source, 6)
+    (source / "bar" / "more").mkdir()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(source / "bar" / "more" / "x.png")
+    (source / "bar" / "notes.pdf").write_bytes(b"%PDF-1.4 not an image")
+    os.mkfifo(source / "top_left" / "pipe.png")
+    proc = project.stage("fetch")
+    assert proc.returncode == 0, proc.stderr
+    assert "shapes/bar: skipped the sub-folder more/: a class's images go directly in its folder" in proc.stderr
+    assert "shapes/bar: skipped 1 entry that is not an image file" in proc.stderr
+    assert "shapes/top_left: skipped 1 entry that is not an image file" in proc.stderr
+    assert json.loads((project.path / "data/raw/dataset.json").read_text())["counts"] == {"train": 14, "test": 4}
+
+
+def test_auto_size_compares_the_files_sizes_not_the_sizes_they_are_read_at(project):
+    """Big images are shrunk while read, a JPEG by other steps than a PNG: two files of one size
+    were refused as different sizes, quoting sizes neither has. They pass; the log says the size
+    they are read at; a file of another size is named with its own size."""
+    source = project.path / "data" / "source" / "shapes"
+    for name, level in (("dark", 40), ("light", 220)):
+        (source / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (3300, 1700), level).save(source / name / f"{i}.{'jpg' if i < 2 else 'png'}")
+    proc = project.stage("fetch")
+    assert proc.returncode == 0, proc.stderr
+    assert "the images are 1700x3300, read at" in proc.stderr
+    Image.new("L", (3301, 1700), 40).save(source / "dark" / "3.png")
+    assert_clean_failure(project.stage("fetch"), "dark/3.png: 3301x1700 pixels but", "is 3300x1700")
 
 
 def test_the_pixel_total_is_checked_before_anything_is_allocated(project):
@@ -222,3 +262,19 @@ def test_the_source_must_be_inside_data_source(project, tmp_path):
     assert_clean_failure(project.stage("fetch"), "must be data/source or a folder inside it")
     shutil.rmtree(tmp_path / "elsewhere")
     assert_clean_failure(project.stage("fetch"), "no such folder")
+
+
+def test_a_class_name_written_in_another_unicode_form_is_the_same_class(project):
+    """macOS writes café decomposed (NFD), Linux as typed (NFC): train/ and test/ made on the two
+    hold one class, not a test class the train split lacks."""
+    import unicodedata
+
+    source = project.path / "data" / "source" / "shapes"
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    make_images(source / "train", 6, classes=("bar", nfc))
+    make_images(source / "test", 2, classes=("bar", nfd), seed=1)
+    proc = project.stage("fetch")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((project.path / "data/raw/dataset.json").read_text())
+    assert meta["classes"] == ["bar", nfc] and meta["counts"] == {"train": 12, "test": 4}

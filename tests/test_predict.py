@@ -155,9 +155,28 @@ def test_colour_strokes_on_a_transparent_canvas_land_on_white_paper_in_colour(tm
     rgb = read_pixels(tmp_path / "bar.png", rgb=True)
     assert (rgb[3:9, 5:7] == (200, 30, 40)).all() and (rgb[0, 0] == 255).all()
     mostly = np.full((12, 12, 4), (10, 120, 250, 255), np.uint8)
+    mostly[6:, :, :3] = (240, 200, 20)  # a picture of two colours (median: the lower half's)
     mostly[0, :4, 3] = 0  # a few transparent pixels of a mostly opaque picture: its median colour
-    Image.fromarray(mostly, mode="RGBA").save(tmp_path / "blue.png")
-    assert (read_pixels(tmp_path / "blue.png", rgb=True)[0, 0] == (10, 120, 250)).all()
+    Image.fromarray(mostly, mode="RGBA").save(tmp_path / "two.png")
+    assert (read_pixels(tmp_path / "two.png", rgb=True)[0, 0] == (240, 200, 20)).all()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_cut_out_of_one_colour_keeps_its_shape(tmp_path, mode):
+    """An icon: one colour covering most of a transparent canvas. Filled with its own colour it
+    was a flat square (two classes of such icons trained at chance): it lands on paper of the
+    opposite brightness, and its outline is kept."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    ImageDraw.Draw(img).ellipse([0, 0, 15, 15], fill=(220, 30, 30, 255))  # ~70 % of the canvas
+    img = img if mode == "RGBA" else img.convert("LA")
+    img.save(tmp_path / "icon.png")
+    alpha = np.asarray(img)[..., -1]
+    assert alpha.mean() / 255 > 0.5
+    grey = read_pixels(tmp_path / "icon.png")
+    inside, outside = grey[alpha == 255], grey[alpha == 0]
+    assert outside.min() == 255 and inside.max() < 128  # dark red on white: the circle is still there
 
 
 @pytest.mark.parametrize("channels", [1, 3])
