@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nn.atomic import all_or_none
 from stages import outputs, pins
-from stages.common import StageError, log
+from stages.common import StageError, log, one_line
 
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -219,7 +219,7 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
         elif isinstance(exc, OSError):
             message, status = describe_os_error(exc), 1
         else:
-            message, status = str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 1
+            message, status = one_line(str(exc)) if str(exc) else type(exc).__name__, 1
         print(f"error: {message}", file=sys.stderr)
         sys.exit(status)
     if stage:

@@ -30,6 +30,11 @@ FIGURES = REPORTS / "figures"
 REPORT = REPORTS / "report.md"
 
 
+def one_line(text: str) -> str:
+    """`text` on one line, nothing dropped: a file name with a newline in it shows as \\n."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class StageError(Exception):
     """An expected failure: printed as one line, exit status 1."""
 

@@ -36,7 +36,7 @@ from PIL import Image
 from nn import serialize
 from nn.data import INK
 from stages.command import Parser, run
-from stages.common import MODEL, StageError
+from stages.common import MODEL, StageError, one_line
 from stages.images import read_pixels, resize
 
 # A pixel is ink when it stands out by INK (nn/data.py, which measures the training images' ink
@@ -180,7 +180,7 @@ def classify(paths: list[Path], model, top: int) -> list[dict]:
             inputs.append(to_input(path, model.input_shape, model.spec.get("ink")))
             results.append({"image": str(path)})
         except StageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(str(exc))}", file=sys.stderr)
             results.append({"image": str(path), "error": str(exc).removeprefix(f"{path}: ")})
     good = [r for r in results if "error" not in r]
     if good:

@@ -417,3 +417,19 @@ def test_a_model_of_8x8_digits_reads_them_back_from_image_files(digits, tmp_path
         inputs.append(to_input(tmp_path / f"{i}.png", (8, 8), spec["ink"]))
     read_back = (model.predict(np.stack(inputs)) == y_test[:150]).mean()
     assert direct >= 0.95 and read_back >= direct - 0.05, (direct, read_back)
+
+
+def test_a_folder_and_a_file_name_with_a_newline_get_one_whole_line(tmp_path):
+    """A folder is told to pass its files; a name with a newline in it is printed with \\n, not cut
+    at it (the line said only `error: .../bad`)."""
+    from stages.common import StageError, one_line
+    from stages.images import open_image
+
+    with pytest.raises(StageError, match=r"a folder; pass the image files in it"):
+        open_image(tmp_path)
+    bad = tmp_path / "bad\nname.png"
+    bad.write_bytes(b"junk")
+    with pytest.raises(StageError) as info:
+        open_image(bad)
+    assert one_line(str(info.value)).startswith(f"{tmp_path}/bad\\nname.png: not an image")
+    assert "\n" not in one_line(str(info.value))
