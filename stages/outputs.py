@@ -146,6 +146,13 @@ def _sources(out: Path, digest: str, kept: Path, caches: list[Path]) -> dict[Pat
     return None
 
 
+def last_version(stage: str, out: Path) -> dict[Path, Path] | None:
+    """Files that hold the version of `out` dvc.lock records for `stage` - the copy keep() made,
+    or DVC's cache: {workspace path: file to read}, or None where there is none."""
+    digest = locked(stage).get(out)
+    return None if digest is None else _sources(out, digest, KEPT / stage / out, _cache_dirs())
+
+
 def _git(*args: str) -> bytes:
     return subprocess.run(["git", *args], capture_output=True, check=True).stdout
 

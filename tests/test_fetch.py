@@ -487,3 +487,25 @@ def test_unpickler_refuses_anything_but_arrays():
     assert loaded[0][0].shape == (2, 3)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
         sources.load_arrays_pickle(pickle.dumps(os.system))
+
+
+def test_a_rerun_of_fetch_takes_the_last_fetch_s_files_from_dvc_s_cache(tmp_path, monkeypatch):
+    """An image added under data/source (fetch's dependency) reruns fetch for a named dataset too:
+    it takes dvc.lock's data/raw back from DVC's cache, checked against the pins, instead of
+    downloading MNIST again (offline, it would fail). Another dataset's files are not taken."""
+    project = Project(tmp_path / "p", DIGITS_PARAMS)
+    project.repro()
+    before = project.digests(f"data/raw/{name}" for name in FILES)
+    (project.path / "data/source/mine").mkdir()
+    (project.path / "data/source/mine/a.txt").write_text("later: my own images\n")
+    proc = project.dvc("repro")
+    assert "Running stage 'fetch'" in proc.stdout and "Running stage 'prepare'" not in proc.stdout
+    assert "fetch: fetched digits from the last fetch (dvc.lock's data/raw, from DVC's cache)" in proc.stderr
+    assert project.digests(before) == before
+    monkeypatch.chdir(project.path)
+    assert F.reuse(DIGITS)[0] == {name: project.read(f"data/raw/{name}") for name in FILES}
+    other = dataclasses.replace(DIGITS, content={**DIGITS.content, FILES[0]: "0" * 64})
+    assert F.reuse(other) is None  # files that are not this dataset's: fetched from its sources instead
+    shutil.rmtree(project.path / ".dvc/cache")
+    shutil.rmtree(project.path / ".dvc/tmp/outputs")
+    assert F.reuse(DIGITS) is None  # nothing kept: nothing to take
