@@ -208,16 +208,20 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
     except BaseException as exc:
         for signum in STOPS:  # a second Ctrl-C or kill must not cut the clean-up short
             signal.signal(signum, signal.SIG_IGN)
+        expected = isinstance(exc, (StageError, ValueError, OSError, MemoryError, KeyboardInterrupt))
+        bits, handler.first = handler.first, None  # not after the fact, before restore's lines or the error
+        if bits and not expected:  # a bug: its report wants them
+            print(f"{name}: {bits}", file=sys.stderr)
         if stage:
             outputs.restore(stage, log)
-        if not isinstance(exc, (StageError, ValueError, OSError, MemoryError, KeyboardInterrupt)):
+        if not expected:
             raise
         if isinstance(exc, KeyboardInterrupt):
             message, status = f"interrupted ({exc.args[0] if exc.args else 'SIGINT'}); no output was changed", 130
         elif isinstance(exc, MemoryError):
             message, status = "out of memory" + (f"; {memory_hint}" if memory_hint else ""), 1
         elif isinstance(exc, OSError):
-            message, status = describe_os_error(exc), 1
+            message, status = one_line(describe_os_error(exc)), 1
         else:
             message, status = one_line(str(exc)) if str(exc) else type(exc).__name__, 1
         print(f"error: {message}", file=sys.stderr)

@@ -62,7 +62,7 @@ def reuse(dataset: Dataset) -> tuple[dict[str, bytes], str] | None:
         verify(dataset, files)
     except (TypeError, KeyError, OSError, ValueError, sources.SourceError):  # none, another dataset, damaged
         return None
-    return files, "the last fetch (dvc.lock's data/raw, from DVC's cache)"
+    return files, "the last fetch (the data/raw dvc.lock records, as this project keeps it)"
 
 
 def fetch(dataset: Dataset, source: str, timeout: float, retries: int) -> tuple[dict[str, bytes], str]:

@@ -62,6 +62,11 @@ def _class_dirs(root: Path) -> list[str]:
         raise StageError(f"{root / link.name}: a link to a folder; DVC does not look inside it, so a change there "
                          "would not rerun fetch; copy the folder in instead")
     names = [e.name for e in entries]
+    seen: dict[str, str] = {}
+    for name in names:  # Linux keeps café (NFC) and café (NFD) apart; they would read as one class
+        if (twin := seen.setdefault(same_name(name), name)) != name:
+            raise StageError(f"{root}: {twin}/ and {name}/ are one name written in two Unicode forms; "
+                             "rename or merge them")
     if len(names) > MAX_CLASSES:
         raise StageError(f"{root}: {len(names)} class folders, over {MAX_CLASSES}, the most one-byte labels "
                          "can tell apart")
@@ -94,8 +99,8 @@ def _images(folder: Path, budget: int) -> list[str]:
 def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
     """-> (classes, {split: [(file relative to root, label)]}); split is 'all', or 'train' + 'test'."""
     top = _class_dirs(root)
-    named = {name.lower() for name in top}
-    if named <= {"train", "test", "training", "testing", "val", "validation"} and set(top) != set(SPLITS):
+    lower = {name.lower() for name in top}  # Train/ + Test/, or a lone train/: a split misnamed or half made
+    if set(top) != set(SPLITS) and (lower == set(SPLITS) or set(top) in ({"train"}, {"test"})):
         raise StageError(f"{root}: holds {', '.join(f'{d}/' for d in top)}; your own split goes in two folders "
                          "named train/ and test/ (lower case), each with the same class folders")
     if "train" in top and "test" in top:
@@ -166,8 +171,9 @@ def _target_size(root: Path, first: str, image_size) -> tuple[int, int]:
         raise StageError(f"{root / first}: {w}x{h} pixels; set fetch.image_size to a smaller [height, width]")
     size = read_pixels(root / first).shape[:2]
     if size != (h, w):
-        log.info("fetch.image_size auto: the images are %dx%d, read at %dx%d (a side over %d pixels is shrunk "
-                 "while read); set fetch.image_size: [height, width] for another size", h, w, *size, WORK_SIDE)
+        log.info("fetch.image_size auto: the images are %dx%d pixels, read at %dx%d (a side over %d pixels "
+                 "is shrunk while read); set fetch.image_size: [height, width] for another size", w, h,
+                 size[1], size[0], WORK_SIDE)
     return size
 
 

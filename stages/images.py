@@ -62,9 +62,16 @@ def open_image(path: Path, data: bytes | None = None) -> Image.Image:
 
 def upright_size(img: Image.Image) -> tuple[int, int]:
     """(height, width) of an opened image as read_pixels turns it (EXIF orientation), before any
-    shrinking: from the header, nothing decoded."""
+    shrinking: from the header, nothing decoded (for a PNG, from an eXIf chunk before its pixels:
+    Pillow's getexif() would decode a PNG to look for one after them)."""
     width, height = img.size
-    turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # transposed or turned a quarter
+    if img.format == "PNG":
+        exif = Image.Exif()
+        if raw := img.info.get("exif"):
+            exif.load(raw)
+    else:
+        exif = img.getexif()
+    turned = exif.get(0x0112, 1) in (5, 6, 7, 8)  # transposed or turned a quarter
     return (width, height) if turned else (height, width)
 
 
@@ -131,19 +138,22 @@ def _to_8bit_range(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
     return np.clip(values, 0, full) * np.float32(255 / full)
 
 
-UNIFORM = 8.0  # levels: opaque pixels spread less than this (5th to 95th percentile) are one colour
+UNIFORM = 8.0  # levels: opaque pixels all this close to their median are one colour
 
 
 def _fill_transparent(levels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Grey (H, W) or RGB (H, W, 3) + alpha (H, W, 0..1) -> the same on the background the picture
-    implies. Strokes on a transparent canvas, and a cut-out of one colour (an icon), get paper of
-    the opposite brightness (dark -> white, light -> black; for RGB, by the mean of the channels):
-    the shape the transparency draws is kept. A mostly opaque picture of many colours with a few
-    transparent pixels (rounded corners) is filled with its own median (per channel), so that they
-    do not stand out."""
+    implies. Strokes on a transparent canvas, and a cut-out all of one colour (an icon), get paper
+    of the opposite brightness (dark -> white, light -> black; for RGB, by the mean of the channels):
+    the shape the transparency draws is kept. A mostly opaque picture with anything drawn on it -
+    a page with thin ink and transparent rounded corners - is filled with its own median (per
+    channel, the page's colour), so that the transparent pixels do not stand out."""
     opaque = levels[alpha >= 0.5]
-    if alpha.mean() >= 0.5 and np.ptp(np.percentile(opaque, [5, 95], axis=0), axis=0).max() >= UNIFORM:
-        background = np.median(opaque, axis=0).astype(np.float32)
+    if alpha.mean() >= 0.5:
+        median = np.median(opaque, axis=0).astype(np.float32)
+        one_colour = bool(np.abs(opaque - median).max() <= UNIFORM)  # even a 1-pixel stroke is not
+    if alpha.mean() >= 0.5 and not one_colour:
+        background = median
     else:
         bright = levels if levels.ndim == 2 else levels.mean(axis=2)
         stroke = float((bright * alpha).sum() / max(float(alpha.sum()), 1e-6))

@@ -43,10 +43,10 @@ def local_folder_problem(folder: str, project: str) -> str | None:
     """What is wrong with a local remote at the absolute path `folder` for the project at
     `project`, in words and what to do; None if nothing. DVC takes `s3:/bucket` (a slash short)
     for a folder, and a folder inside the project fills the workspace with pushed files."""
-    scheme = re.search(rf"(?:^|/)({'|'.join(SCHEMES)}):/*(.*)$", folder)
+    scheme = re.search(rf"(?:^|/)({'|'.join(SCHEMES)}):(?:/+(.*))?$", folder)  # a folder named "s3:", not "s3:x"
     if scheme:
         return (f"a local folder, not a {scheme[1]} remote: a URL is {scheme[1]}://..., with two slashes; "
-                f"fix the url (dvc remote modify --local NAME url {scheme[1]}://{scheme[2]})")
+                f"fix the url (dvc remote modify --local NAME url {scheme[1]}://{scheme[2] or 'BUCKET/PATH'})")
     if Path(folder).resolve().is_relative_to(Path(project).resolve()):
         return ("a folder inside this project: dvc push would write the data into the workspace (git status "
                 "lists them); use a folder outside it (dvc remote modify --local NAME url /path/to/folder)")

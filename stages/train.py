@@ -128,7 +128,8 @@ def main() -> None:
                          "rerun the prepare stage (dvc repro)")
     rng = np.random.default_rng(pt["seed"])
     spec = model_spec(pm, x_train.shape[1:], classes, x_train)
-    # every key that shapes the weights (not train.device: where they were computed)
+    # every train key but device (where the weights were computed): unused ones too (momentum with
+    # adamw), so that any key's value can be read back from the model
     spec["training"] = {k: pt[k] for k in P.SCHEMA["train"] if k != "device"}
     check_memory(spec, pm, pt, max(len(x_train), len(x_val)))
     model = Sequential(spec, backend=backend)

@@ -35,8 +35,13 @@ class _YamlRepr(reprlib.Repr):
     def repr_bool(self, value, level) -> str:
         return "true" if value else "false"
 
+    def repr_float(self, value, level) -> str:
+        if value != value:
+            return ".nan"
+        return {float("inf"): ".inf", float("-inf"): "-.inf"}.get(value, repr(value))
+
     def repr_date(self, value, level) -> str:
-        return value.isoformat()
+        return str(value)  # 2024-01-01, 2024-01-01 10:00:00
 
     repr_datetime = repr_date
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.project import DIGITS, Project, assert_clean_failure, env
+from tests.project import DIGITS, ROOT, Project, assert_clean_failure, env
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +263,16 @@ def test_failing_stage_exit_code_propagates_through_dvc_repro(base, tmp_path):
     proc = project.dvc("repro", check=False)
     assert proc.returncode != 0
     assert "error: params.yaml: train.lr must be a number > 0 (got -1)" in proc.stderr + proc.stdout
+    assert "train: bits:" not in proc.stderr  # a stage that stops before logging: not after the fact
+
+
+def test_an_os_error_line_keeps_a_file_name_with_a_newline_whole(tmp_path):
+    code = ("import errno\nfrom stages.command import run\n"
+            "def main():\n    raise PermissionError(errno.EACCES, 'Permission denied', 'data/bad\\nname.png')\n"
+            "run(main)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    line = assert_clean_failure(proc, "data/bad\\nname.png")
+    assert proc.stderr.splitlines() == [line]
 
 
 # -- reproducibility ------------------------------------------------------------

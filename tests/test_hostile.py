@@ -100,8 +100,6 @@ def other_model(project, **spec_changes):
                 "classes": None}, "predicts 26 classes but data/prepared/test.npz has 10"),
 ])
 def test_a_model_of_another_dataset(project, stage, change, pattern):
-
-
     spec = serialize.load(project.path / "models/model.npz").spec
     other_model(project, **change(spec))
     fails_cleanly(project, stage, "models/model.npz", pattern, "retrain", damaged=["models/model.npz"])

@@ -202,6 +202,10 @@ def _many_classes(src):
     (lambda src: make_images(src / "Train", 3) or make_images(src / "Test", 3),
      ["holds Test/, Train/", "named train/ and test/ (lower case)"]),
     (lambda src: make_images(src / "train", 3), ["holds train/", "named train/ and test/"]),
+    (lambda src: src.mkdir(parents=True) or Image.fromarray(np.zeros((4, 4), np.uint8)).save(src / "a.png"),
+     ["holds 0 class folders (none); a classifier needs two or more"]),
+    (lambda src: [(src / n).mkdir(parents=True) for n in ("caf\u00e9", "cafe\u0301")],
+     ["are one name written in two Unicode forms"]),
     (lambda src: (src / "bar").mkdir(parents=True) or (src / "top").symlink_to(src / "bar"),
      ["shapes/top: a link to a folder", "copy the folder in instead"]),
 ])
@@ -244,7 +248,7 @@ def test_auto_size_compares_the_files_sizes_not_the_sizes_they_are_read_at(proje
             Image.new("L", (3300, 1700), level).save(source / name / f"{i}.{'jpg' if i < 2 else 'png'}")
     proc = project.stage("fetch")
     assert proc.returncode == 0, proc.stderr
-    assert "the images are 1700x3300, read at" in proc.stderr
+    assert "the images are 3300x1700 pixels, read at" in proc.stderr
     Image.new("L", (3301, 1700), 40).save(source / "dark" / "3.png")
     assert_clean_failure(project.stage("fetch"), "dark/3.png: 3301x1700 pixels but", "is 3300x1700")
 
@@ -262,6 +266,16 @@ def test_the_source_must_be_inside_data_source(project, tmp_path):
     assert_clean_failure(project.stage("fetch"), "must be data/source or a folder inside it")
     shutil.rmtree(tmp_path / "elsewhere")
     assert_clean_failure(project.stage("fetch"), "no such folder")
+
+
+def test_classes_that_only_look_like_split_folders_are_classes(project):
+    """Vehicles (train, car) or a curriculum (training, testing) are classes: only Train/ + Test/
+    or a lone train/ are taken for a split misnamed."""
+    source = project.path / "data" / "source" / "shapes"
+    make_images(source, 4, classes=("train", "val"))
+    proc = project.stage("fetch")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((project.path / "data/raw/dataset.json").read_text())["classes"] == ["train", "val"]
 
 
 def test_a_class_name_written_in_another_unicode_form_is_the_same_class(project):

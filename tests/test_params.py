@@ -349,6 +349,7 @@ def test_values_and_keys_are_printed_as_yaml_writes_them(tmp_path):
     refused(tmp_path, edit(BASE, "train.epochs", "true"), "train.epochs must be an integer", "(got true)")
     refused(tmp_path, edit(BASE, "train.lr", "2024-01-01"), "(got 2024-01-01)")
     refused(tmp_path, edit(BASE, "model.hidden", "[1, null]"), "(got [1, null])")
+    refused(tmp_path, edit(BASE, "model.hidden", "[.inf, -.inf, .nan]"), "(got [.inf, -.inf, .nan])")
     refused(tmp_path, BASE.replace("  shift: 2", '  "shift ": 2'), "unknown key train.'shift '",
             "(a space around train.shift: remove it)")
     indented = BASE.replace("\ntrain:\n", "\n  train:\n", 1)

@@ -161,6 +161,21 @@ def test_colour_strokes_on_a_transparent_canvas_land_on_white_paper_in_colour(tm
     assert (read_pixels(tmp_path / "two.png", rgb=True)[0, 0] == (240, 200, 20)).all()
 
 
+def test_a_page_with_thin_ink_and_transparent_corners_keeps_white_corners(tmp_path):
+    """Rounded transparent corners on a white page with a thin 7 (2 % of it): the page's colour,
+    not black paper (which predict then took for the page, and the page for ink)."""
+    from PIL import ImageDraw
+
+    page = Image.new("RGBA", (300, 300), (255, 255, 255, 255))
+    ImageDraw.Draw(page).line([(100, 60), (200, 60), (130, 240)], fill=(0, 0, 0, 255), width=6)
+    mask = Image.new("L", (300, 300), 0)
+    ImageDraw.Draw(mask).rounded_rectangle([0, 0, 299, 299], radius=60, fill=255)
+    page.putalpha(mask)
+    page.save(tmp_path / "seven.png")
+    grey = read_pixels(tmp_path / "seven.png")
+    assert grey[0, 0] == 255 and grey[299, 299] == 255 and grey[60, 150] < 50
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 def test_a_cut_out_of_one_colour_keeps_its_shape(tmp_path, mode):
     """An icon: one colour covering most of a transparent canvas. Filled with its own colour it
