@@ -27,6 +27,7 @@ from nn.optim import Optimizer, Schedule
 from nn.shards import ShardedStep, default_threads, one_blas_thread, shard_count
 
 DIVERGED = 10.0  # an epoch's val loss above this many times chance level counts as divergence
+MAX_WEIGHT = 1e4  # so does a weight this large: inputs are normalised, a trained weight stays near 1
 
 
 class DivergenceError(RuntimeError):
@@ -123,12 +124,16 @@ def fit(model: Sequential, optimizer: Optimizer, schedule: Schedule, x_train, y_
             train_loss = float(losses @ feed.sizes) / feed.n + 0.0  # a perfect -0.0 reads 0.0
             seconds = time.perf_counter() - start
             val_loss, val_acc = evaluate(model, loss_fn, x_val, y_val)
-            # judged by the val loss: the weights as they are, without dropout (at rate 0.99 its x100
-            # scaling alone puts the training loss far above chance while the weights are fine)
-            if not math.isfinite(train_loss) or not math.isfinite(val_loss) or val_loss > DIVERGED * chance:
+            # judged by the weights and the val loss (without dropout), not the training loss: dropout
+            # 0.99 scales the kept units x100, which alone puts it far above chance while the weights
+            # are fine; a blown-up run can also answer near chance on val while its weights run away
+            largest = float(backend.xp.abs(model.params_flat).max())  # one sync an epoch, with the losses'
+            if not all(map(math.isfinite, (train_loss, val_loss, largest))) or val_loss > DIVERGED * chance \
+                    or largest > MAX_WEIGHT:
                 raise DivergenceError(
                     f"training diverged in epoch {epoch} (val loss {val_loss:.4g}, mean training loss "
-                    f"{train_loss:.4g}; a uniform guess scores {chance:.3g}); try a lower learning rate")
+                    f"{train_loss:.4g}, largest weight {largest:.3g}; a uniform guess scores {chance:.3g}); "
+                    "try a lower learning rate")
             record = {"epoch": epoch, "lr": schedule(t - 1), "train_loss": train_loss,
                       "train_acc": int(correct.sum()) / feed.n, "val_loss": val_loss, "val_acc": val_acc,
                       "seconds": seconds}

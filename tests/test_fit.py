@@ -186,6 +186,21 @@ def test_cnn_same_seed_gives_identical_weight_bytes_and_learns(digits, backend):
     assert (a.predict(x_test) == y_test).mean() >= 0.93
 
 
+def test_weights_that_run_away_are_divergence_even_with_val_loss_near_chance(digits):
+    """AdamW at lr 1000 on normalised digits: the weights grow by ~lr a step, the training loss to
+    ~1e12, yet the val answers sit near a uniform guess. It stops, not writes a model at chance."""
+    x_train, x_test, y_train, y_test = digits
+    spec = mlp_spec((8, 8), [32])
+    spec["normalize"] = {"mean": float(x_train.mean()), "std": float(x_train.std())}
+    model = Sequential(spec)
+    rng = np.random.default_rng(0)
+    model.init_params(rng)
+    opt = OPTIMIZERS["adamw"](model.params_flat, model.grads_flat, n_decayed=model.n_decayed)
+    with pytest.raises(DivergenceError, match=r"largest weight .*lower learning rate"):
+        fit(model, opt, Constant(1000.0, 100), x_train, y_train, x_test, y_test,
+            FitOptions(epochs=1, batch_size=32), rng)
+
+
 def test_heavy_dropout_is_not_taken_for_divergence(digits):
     """Dropout at 0.99 scales the kept units x100: the training loss goes far above the divergence
     line while the weights are fine. Divergence is judged by the val loss (no dropout), so the run
