@@ -80,6 +80,8 @@ def curves_figure(history, model, kept: int | None = None):
             ax.axvline(kept, color="0.4", linestyle=":", label=f"kept: epoch {kept}" if ax is loss else None)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:  # one point: matplotlib would span 0.95..1.05 and tick fractions of it
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     loss.legend()
     acc.legend(loc="lower right")
     fig.tight_layout(rect=(0, 0.15, 1, 1))  # room below for the note, under the accuracy panel

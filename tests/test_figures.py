@@ -253,6 +253,18 @@ def test_a_class_without_test_images_is_said_to_have_none():
     assert {"no test images", "1 of 2 wrong (50.0% right)", "0 of 2 wrong (100.0% right)"} <= set(texts)
 
 
+def test_a_one_epoch_run_ticks_its_epoch_not_fractions():
+    from stages.figures_training import curves_figure
+
+    history = [{"epoch": 1, "lr": 0.1, "train_loss": 0.9, "train_acc": 0.5, "val_loss": 0.8, "val_acc": 0.6}]
+    fig = curves_figure(history, model(mlp_spec((8, 8), [4])))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks) and 1 in ticks, ticks
+    plt.close(fig)
+
+
 def test_with_label_smoothing_the_loss_curves_say_so_and_draw_the_floor():
     """With label smoothing the history's losses are against the smoothed targets, which no model
     scores below: the curves say what they measure and draw that floor; without, neither."""

@@ -52,7 +52,8 @@ def ran(tmp_path_factory):
     folder = project.path.parent / "idx"  # the same digits as fetch.dataset idx, with names
     shutil.copytree(project.path / "data" / "raw", folder, ignore=shutil.ignore_patterns("dataset.json"))
     (folder / "classes.txt").write_text("\n".join(NAMES) + "\n")
-    project.set_params({"fetch": {"dataset": "idx", "source": str(folder)}})
+    project.set_params({"fetch": {"dataset": "idx", "source": str(folder)}, "train": {"epochs": 2}})  # 2: vega
+    # ticks a 2-epoch axis at 1, 1.5 and 2
     project.repro()
     project.dvc("plots", "show", "-o", "page")
     return project
@@ -98,7 +99,7 @@ def test_page_has_the_charts(page):
     found = specs(page)
     assert set(CHARTS) <= set(found), sorted(found)
     history = [r for r in found["Loss"]["data"]["values"]]
-    assert {r["epoch"] for r in history} == {1, 2, 3, 4, 5, 6}
+    assert {r["epoch"] for r in history} == {1, 2}
     cells = found["Confusion"]["data"]["values"]
     assert sum(c["count"] for c in cells) == 360 and len(cells) <= 100  # one record a cell, not an image
     assert "<DVC_METRIC" not in json.dumps(found)  # every anchor of the templates filled
@@ -143,5 +144,4 @@ def test_charts_draw_in_a_browser_without_network(ran, tmp_path):
             labels = re.search(r'role-axis-label.*?</g>', div.group(1), flags=re.S)  # the x axis comes first
             assert labels, f"{chart}: no axis labels in the page (drawn on a canvas, not as SVG?)"
             epochs = re.findall(r">([^<>]+)</text>", labels.group(0))
-            assert epochs and all(e.isdigit() for e in epochs) and len(set(epochs)) == len(epochs), f"{chart}: {epochs}"
-            assert 1 <= int(epochs[0]) and int(epochs[-1]) <= 6, f"{chart}: {epochs}"
+            assert epochs == ["1", "2"], f"{chart}: {epochs}"  # not 1, 2, 2 (a tick at 1.5 labelled "d")
