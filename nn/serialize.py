@@ -90,7 +90,8 @@ def load(path, backend: Backend = CPU) -> Sequential:
             message = f"{path}: not a model file ({message})"
         raise ValueError(message) from None
     except Exception as exc:  # BadZipFile, EOFError, OSError, MemoryError from a truncated/garbled file
-        raise ValueError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{path}: not a readable model file ({type(exc).__name__}: {exc}); "
+                         "retrain it (dvc repro -f train)") from None
     if SPEC_KEY not in arrays:
         raise ValueError(f"{path}: missing array '{SPEC_KEY}' (the model spec)")
     try:

@@ -99,7 +99,8 @@ def dataset(source: str, timeout: float, retries: int) -> tuple[dict[str, bytes]
     if named:
         classes = parse_class_names(*named)
         if len(classes) < count:
-            raise StageError(f"{named[0]}: names {len(classes)} classes but the labels go up to {count - 1}")
+            raise StageError(f"{named[0]}: names {len(classes)} classes but the labels need {count} (0 to "
+                             f"{count - 1}); give one name per class, one per line")
     else:
         classes = [str(c) for c in range(count)]
     if len(classes) < 2:

@@ -94,7 +94,8 @@ def check(name: str | None) -> str:
         try:
             odb = repo.cloud.get_remote_odb(name)
         except (NoRemoteError, RemoteNotFoundError) as exc:
-            raise StageError(f"remote '{name}': {exc}") from None
+            known = ", ".join(repo.config["remote"]) or "none"
+            raise StageError(f"remote '{name}': {exc}; the remotes are: {known} (dvc remote list)") from None
         except ImportError as exc:  # "gs is supported, but requires 'dvc-gs' to be installed"
             raise StageError(f"remote '{name}': {describe(exc)}") from None
         url = repo.config["remote"][name]["url"]

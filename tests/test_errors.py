@@ -212,7 +212,8 @@ class Payload:
 
 @pytest.mark.parametrize("content,pattern", [
     (lambda m: pickle.dumps(Payload(str(m))), "not a model file"),
-    (lambda m: b"PK\x03\x04 truncated", "not a readable model file"),
+    (lambda m: b"PK\x03\x04 truncated", "not a readable model file (BadZipFile"),
+    (lambda m: b"PK\x03\x04 truncated", "; retrain it (dvc repro -f train)"),
     (lambda m: b"", "not a"),
 ])
 def test_bad_model_file(project, tmp_path, content, pattern):

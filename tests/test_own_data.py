@@ -72,7 +72,8 @@ def test_idx_from_a_folder_gives_the_same_bytes_as_the_named_dataset(tmp_path):
     assert project.stage("fetch").returncode == 0
     assert json.loads((raw / "dataset.json").read_text())["classes"][3] == "digit 3"
     (folder / "classes.txt").write_text("zero\none\n")
-    assert_clean_failure(project.stage("fetch"), "classes.txt: names 2 classes but the labels go up to 9")
+    assert_clean_failure(project.stage("fetch"), "classes.txt: names 2 classes but the labels need 10 (0 to 9)",
+                         "give one name per class")
     project.set("fetch.source", "auto")
     assert_clean_failure(project.stage("fetch"), "fetch.source must be the folder or URL")
 

@@ -306,6 +306,9 @@ def test_the_remote_check_on_http_a_missing_plugin_and_a_file(tmp_path):
             p.dvc("remote", "add", "--local", "-f", "-d", "t", url)
             assert_clean_failure(p.run(sys.executable, "-m", "stages.remote", check=False), f"remote 't' ({url})"
                                  if "dvc-gs" not in says else "remote 't'", says)
+        line = assert_clean_failure(p.run(sys.executable, "-m", "stages.remote", "nosuch", check=False),
+                                    "remote 'nosuch'", "(dvc remote list)")
+        assert set(line.split("the remotes are: ")[1].split(" (")[0].split(", ")) == {"local", "t"}, line
         url = f"http://127.0.0.1:{server.server_address[1]}/store"
         p.dvc("remote", "add", "--local", "-f", "-d", "t", url)
         out = p.run(sys.executable, "-m", "stages.remote").stdout.strip()
