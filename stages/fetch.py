@@ -57,10 +57,12 @@ def reuse(dataset: Dataset) -> tuple[dict[str, bytes], str] | None:
     they are this dataset's (its content pins): fetch rerun for another reason (an image added
     under data/source, its own code changed) downloads nothing, and works offline."""
     found = outputs.last_version("fetch", DATA_RAW)
+    if found is None:  # never fetched here, or no copy kept
+        return None
     try:
         files = {name: found[DATA_RAW / name].read_bytes() for name in FILES}
         verify(dataset, files)
-    except (TypeError, KeyError, OSError, ValueError, sources.SourceError):  # none, another dataset, damaged
+    except (KeyError, OSError, ValueError, sources.SourceError):  # another dataset's files, or damaged
         return None
     return files, "the last fetch (the data/raw dvc.lock records, as this project keeps it)"
 

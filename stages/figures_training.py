@@ -61,13 +61,13 @@ def curves_figure(history, model, kept: int | None = None):
     for key, name in (("train", "train"), ("val", "validation")):
         loss.plot(epochs, [r[f"{key}_loss"] for r in history], "o-", label=name)
         acc.plot(epochs, [100 * r[f"{key}_acc"] for r in history], "o-", label=name)
+    ylabel = "cross-entropy loss (log scale)"
     smoothing = model.spec.get("training", {}).get("label_smoothing", 0)
     if smoothing:  # the losses are against the smoothed targets: they cannot fall below the targets' entropy
         floor = target_entropy(smoothing, model.output_shape[-1])
         loss.axhline(floor, color="0.5", linestyle="--", label=f"lowest possible: {floor:.3g}")
-    target = f"smoothed targets (label_smoothing {smoothing:g})" if smoothing else None
-    loss.set(yscale="log", xlabel="epoch", ylabel="cross-entropy loss (log scale)"
-             + (f"\nagainst {target}" if target else ""), title="Loss (lower is better)")
+        ylabel += f"\nagainst smoothed targets (label_smoothing {smoothing:g})"
+    loss.set(yscale="log", xlabel="epoch", ylabel=ylabel, title="Loss (lower is better)")
     log_ticks(loss)
     acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy (higher is better)")
     lr.plot(epochs, [r["lr"] for r in history], "o-", color="0.35")

@@ -104,8 +104,8 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
         raise StageError(f"{root}: holds {', '.join(f'{d}/' for d in top)}; your own split goes in two folders "
                          "named train/ and test/ (lower case), each with the same class folders")
     if "train" in top and "test" in top:
-        if set(top) != {"train", "test"}:
-            extra = next(d for d in top if d not in ("train", "test"))
+        if set(top) != set(SPLITS):
+            extra = next(d for d in top if d not in SPLITS)
             raise StageError(f"{root}: holds train/ and test/ and also {extra}/; put every class folder "
                              "inside train/ and test/, or drop train/ and test/ to let fetch split")
         splits = {"train": _class_dirs(root / "train"), "test": _class_dirs(root / "test")}
@@ -118,6 +118,7 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
         where = root / "train" if "train" in splits else root
         raise StageError(f"{where}: holds {len(classes)} class folder{'s' * (len(classes) != 1)} "
                          f"({', '.join(classes) or 'none'}); a classifier needs two or more, one per class")
+    labels = {same_name(c): i for i, c in enumerate(classes)}  # test/'s names may be in another Unicode form
     files, total = {}, 0
     for split, names in splits.items():
         base = root / split if split != "all" else root
@@ -128,8 +129,7 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
                 raise StageError(f"{base / name}: an empty class folder (no image files); add images or remove it")
             total += len(images)
             rel = (Path(split) / name if split != "all" else Path(name))
-            label = [same_name(c) for c in classes].index(same_name(name))
-            files[split] += [((rel / f).as_posix(), label) for f in images]
+            files[split] += [((rel / f).as_posix(), labels[same_name(name)]) for f in images]
     return classes, files
 
 
@@ -160,11 +160,12 @@ def _read(path: Path) -> bytes:
         raise StageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _target_size(root: Path, first: str, image_size) -> tuple[int, int]:
-    """The size every image is brought to: fetch.image_size, or (auto) the first image's as
-    read_pixels reads it (a side over WORK_SIDE shrunk), decoded once here."""
+def _target_size(root: Path, first: str, image_size) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """(the size every image is brought to, the upright size every file must have or None): fetch.image_size
+    and None, or (auto) the first image's as read_pixels reads it (a side over WORK_SIDE shrunk),
+    decoded once here, and as its file has it."""
     if image_size != "auto":
-        return tuple(image_size)
+        return tuple(image_size), None
     with open_image(root / first) as img:  # its header first: a huge one is refused undecoded
         h, w = upright_size(img)
     if w * h > MAX_IDX_BYTES:
@@ -174,7 +175,7 @@ def _target_size(root: Path, first: str, image_size) -> tuple[int, int]:
         log.info("fetch.image_size auto: the images are %dx%d pixels, read at %dx%d (a side over %d pixels "
                  "is shrunk while read); set fetch.image_size: [height, width] for another size", w, h,
                  size[1], size[0], WORK_SIDE)
-    return size
+    return size, (h, w)
 
 
 def decode(root: Path, splits: dict, image_size, color: str) -> tuple[dict, dict[str, str], tuple[int, int, int]]:
@@ -182,11 +183,8 @@ def decode(root: Path, splits: dict, image_size, color: str) -> tuple[dict, dict
     n = sum(len(f) for f in splits.values())
     first = next(f for files in splits.values() for f, _ in files)  # train's first
     rgb = color == "rgb"
-    shape = (*_target_size(root, first, image_size), 3 if rgb else 1)
-    size = shape[:2]
-    if image_size == "auto":  # every image the size of the first, as the files say (not as read: a JPEG
-        with open_image(root / first) as img:  # is shrunk by other steps than a PNG)
-            first_size = upright_size(img)
+    size, first_size = _target_size(root, first, image_size)
+    shape = (*size, 3 if rgb else 1)
     need = n * math.prod(shape)
     if need > MAX_IDX_BYTES:
         raise StageError(f"{root}: {n} {color} images of {size[0]}x{size[1]} pixels are {need / 2 ** 30:.1f} GiB, "
@@ -199,8 +197,8 @@ def decode(root: Path, splits: dict, image_size, color: str) -> tuple[dict, dict
             for i, (rel, _) in enumerate(files):
                 data = _read(root / rel)
                 sha[rel] = hashlib.sha256(data).hexdigest()
-                if image_size == "auto":
-                    with open_image(root / rel, data) as img:
+                if first_size:  # auto: every file the first's size, as the files say (not as read:
+                    with open_image(root / rel, data) as img:  # a JPEG is shrunk by other steps than a PNG)
                         if (own := upright_size(img)) != first_size:
                             raise StageError(f"{root / rel}: {own[1]}x{own[0]} pixels but {root / first} is "
                                              f"{first_size[1]}x{first_size[0]}; set fetch.image_size: [height, "

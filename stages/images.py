@@ -148,13 +148,13 @@ def _fill_transparent(levels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     the shape the transparency draws is kept. A mostly opaque picture with anything drawn on it -
     a page with thin ink and transparent rounded corners - is filled with its own median (per
     channel, the page's colour), so that the transparent pixels do not stand out."""
-    opaque = levels[alpha >= 0.5]
+    background = None
     if alpha.mean() >= 0.5:
+        opaque = levels[alpha >= 0.5]
         median = np.median(opaque, axis=0).astype(np.float32)
-        one_colour = bool(np.abs(opaque - median).max() <= UNIFORM)  # even a 1-pixel stroke is not
-    if alpha.mean() >= 0.5 and not one_colour:
-        background = median
-    else:
+        if np.abs(opaque - median).max() > UNIFORM:  # something drawn on it (even a 1-pixel stroke)
+            background = median
+    if background is None:
         bright = levels if levels.ndim == 2 else levels.mean(axis=2)
         stroke = float((bright * alpha).sum() / max(float(alpha.sum()), 1e-6))
         background = np.float32(255.0 if stroke < 128 else 0.0)

@@ -177,12 +177,14 @@ def validate(name: str, values, path: Path = PARAMS_FILE) -> dict:
         raise ParamsError(f"{path}: section '{name}' is missing or not a mapping")
     for key in values:
         if key not in rules:
-            close = _suggest(str(key), rules) if len(str(key)) <= 60 else []
-            hint = f" (did you mean {name}.{close[0]}?)" if close else f"; known keys: {', '.join(rules)}"
             if isinstance(key, str) and key.strip() in rules:
                 hint = f" (a space around {name}.{key.strip()}: remove it)"
             elif key in SCHEMA:
                 hint = f" ({key} is a section of its own: un-indent it to the left margin)"
+            elif close := (_suggest(str(key), rules) if len(str(key)) <= 60 else []):
+                hint = f" (did you mean {name}.{close[0]}?)"
+            else:
+                hint = f"; known keys: {', '.join(rules)}"
             raise ParamsError(f"{path}: unknown key {name}.{show_key(key)}{hint}")
     for key, (check, expectation) in rules.items():
         if key not in values:

@@ -109,12 +109,13 @@ def check(name: str | None) -> str:
                 except FileNotFoundError:
                     raise StageError(f"remote '{name}' ({url}): the bucket '{bucket}' does not exist; create it, "
                                      "or fix the url (dvc remote modify --local NAME url s3://BUCKET/PATH)") from None
-            root = odb.fs.parent(odb.fs.parent(odb.path))  # the remote's own folder: objects are in files/md5/
-            if odb.fs.protocol == "local" and odb.fs.exists(root) and not odb.fs.isdir(root):
-                raise StageError(f"remote '{name}' ({url}): a file, not a folder; a local remote is a folder "
-                                 "(dvc remote modify --local NAME url /path/to/folder)")
-            if odb.fs.protocol == "local" and (problem := local_folder_problem(root, repo.root_dir)):
-                raise StageError(f"remote '{name}' ({url}): {problem}")
+            if odb.fs.protocol == "local":
+                root = odb.fs.parent(odb.fs.parent(odb.path))  # the remote's own folder: objects are in files/md5/
+                if odb.fs.exists(root) and not odb.fs.isdir(root):
+                    raise StageError(f"remote '{name}' ({url}): a file, not a folder; a local remote is a folder "
+                                     "(dvc remote modify --local NAME url /path/to/folder)")
+                if problem := local_folder_problem(root, repo.root_dir):
+                    raise StageError(f"remote '{name}' ({url}): {problem}")
             exists = odb.fs.exists(odb.path)
             if exists:
                 odb.fs.ls(odb.path)
