@@ -102,7 +102,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     from nn.shards import one_blas_thread
 
-    with one_blas_thread():  # as fit runs: BLAS on one thread (stages/pins.py)
+    with one_blas_thread():  # as fit runs: BLAS on one thread (harness/pins.py)
         times = step_times(args.net, args.steps, args.warmup, args.device)
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     for key, values in times.items():

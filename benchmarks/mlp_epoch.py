@@ -391,10 +391,10 @@ def child(name, device, net):
 
 
 def child_env(name: str, device: str) -> dict[str, str]:
-    """This project on the CPU runs pinned, as `dvc repro` runs it (stages/pins.py: one BLAS
+    """This project on the CPU runs pinned, as `dvc repro` runs it (harness/pins.py: one BLAS
     thread, OpenBLAS's Haswell kernel on AVX2 CPUs; nn/shards.py then puts a step's shards on
     the cores); the others run as they come, on all the cores."""
-    from stages import pins
+    from harness import pins
 
     if name.startswith("ours") and device == "cpu":
         return {**os.environ, **pins.pinned(os.environ, platform.machine(), pins.cpu_flags())}
@@ -490,7 +490,7 @@ def main(argv=None):
     rows = [summarise(name, times, finals[name], gflop, peak, REFERENCES[args.device]) for name in names]
     meta = {"command": " ".join(["python benchmarks/mlp_epoch.py", *(argv or sys.argv[1:])]),
             "machine": f"{device_name(args.device)}, Python {platform.python_version()}"
-                       + ("; ours pinned as `dvc repro` runs it (stages/pins.py)" if args.device == "cpu" else ""),
+                       + ("; ours pinned as `dvc repro` runs it (harness/pins.py)" if args.device == "cpu" else ""),
             "data": source, "epochs": args.epochs, "net": recipe.describe(), "batch": BATCH,
             "pause_s": args.pause, "gemm_peak_gflops": peak, "gflop_per_epoch": gflop, "device": args.device,
             "references": list(REFERENCES[args.device])}

@@ -16,7 +16,7 @@ HEADER_MAX = 4 + 4 * 255  # the longest idx header: 255 dims
 
 # The largest idx file (header + data) this project takes: 1 GiB. MNIST's largest is
 # 47 MB, EMNIST's about 700 MB; a file - or a header declaring one - above it is refused
-# before its bytes are held (stages/sources.py), as a damaged file or a decompression bomb.
+# before its bytes are held (sources/origins.py), as a damaged file or a decompression bomb.
 MAX_IDX_BYTES = 2 ** 30
 
 

@@ -1,6 +1,6 @@
 """A CPU training step cut into a fixed number of batch shards, run side by side.
 
-OpenBLAS runs each matrix product on one thread (stages/pins.py pins it), and
+OpenBLAS runs each matrix product on one thread (harness/pins.py pins it), and
 NumPy's element-wise passes are single-threaded, so a plain step uses one core.
 Here the step's batch is cut into `shard_count` contiguous shards; each shard's
 forward and backward runs on its own replica of the model (the same parameter
@@ -63,7 +63,7 @@ def shard_count(model, batch_size: int) -> int:
 
 def one_blas_thread():
     """OpenBLAS (or MKL) held to one thread while the shards run - whatever the environment set: a
-    product split over two BLAS threads rounds differently from one (stages/pins.py), and the
+    product split over two BLAS threads rounds differently from one (harness/pins.py), and the
     shards already keep the cores busy. threadpoolctl comes with scikit-learn."""
     from threadpoolctl import threadpool_limits
 

@@ -12,25 +12,28 @@ run through the model on evaluate.device (auto: a GPU where one is usable).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from nn import serialize
-from nn.atomic import write_npz
-from stages import params as P
-from stages.command import run
-from stages.common import (
+import params
+from harness.command import run
+from harness.device import backend_for
+from harness.errors import StageError
+from harness.files import (
     CONFUSION,
     DATA_PREPARED,
     METRICS,
     MODEL,
     PREDICTIONS,
-    StageError,
     check_model_fits,
     load_split,
-    log,
     write_json,
 )
-from stages.device import backend_for
+from nn import serialize
+from nn.atomic import write_npz
+
+log = logging.getLogger(__name__)
 
 
 def r6(x) -> float:
@@ -83,7 +86,7 @@ def confusion_records(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> li
 
 
 def main() -> None:
-    pe = P.load("evaluate")["evaluate"]
+    pe = params.load("evaluate")["evaluate"]
     model = serialize.load(MODEL, backend=backend_for(pe, "evaluate"))
     x, y, classes = load_split(DATA_PREPARED / "test.npz")
     check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")

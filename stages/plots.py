@@ -1,28 +1,31 @@
 """plots: the pictures and the one-page report.
 
 -> reports/figures/*.png (training curves, confusion matrix, accuracy per class, confidence,
-first layer, predictions, mistakes: drawn by stages/figures.py and
-stages/figures_training.py), reports/report.md, and
-reports/train/history.json (the training history the model carries, for `dvc
-plots`). PNGs carry no timestamp or version metadata, so a rerun gives the same bytes.
+first layer, predictions, mistakes: drawn by figures/test_set.py and figures/training.py),
+reports/report.md (figures/report.py), and reports/train/history.json (the training history
+the model carries, for `dvc plots`). PNGs carry no timestamp or version metadata, so a rerun
+gives the same bytes.
 """
 
 from __future__ import annotations
 
-import io
-import math
+import logging
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from nn import serialize  # noqa: E402
-from nn.atomic import atomic_file, write_text  # noqa: E402
-from stages import params as P  # noqa: E402
-from stages.command import run  # noqa: E402
-from stages.common import (  # noqa: E402
+import params
+from figures.report import FIGURES_SHOWN, check_history, check_metrics, report, save, weights_epoch
+from figures.test_set import (
+    confidence_figure,
+    confusion_figure,
+    misclassified_figure,
+    per_class_figure,
+    predictions_figure,
+)
+from figures.training import curves_figure, first_layer_figure
+from harness.command import run
+from harness.errors import StageError
+from harness.files import (
     DATA_PREPARED,
     FIGURES,
     HISTORY,
@@ -30,126 +33,20 @@ from stages.common import (  # noqa: E402
     MODEL,
     PREDICTIONS,
     REPORT,
-    StageError,
     check_model_fits,
     load_split,
-    log,
     read_json,
     read_npz,
     write_json,
 )
-from stages.figures import (  # noqa: E402
-    confidence_figure,
-    confusion_figure,
-    misclassified_figure,
-    per_class_figure,
-    predictions_figure,
-)
-from stages.figures_training import curves_figure, first_layer_figure  # noqa: E402
+from nn import serialize
+from nn.atomic import write_text
 
-FIGURES_SHOWN = {  # file stem -> (title, what it shows), in report.md's order
-    "training_curves": ("Training curves", "loss, accuracy and learning rate per epoch"),
-    "confusion_matrix": ("Confusion matrix", "which classes are mistaken for which: counts, and the mistakes "
-                                             "coloured by their share of the true class"),
-    "per_class_accuracy": ("Accuracy per class", "how often each class is missed, worst first"),
-    "confidence": ("Confidence", "how sure the model is when it is right, and when it is wrong"),
-    "first_layer": ("First layer", "the first layer's weights drawn as images: what it looks for"),
-    "predictions": ("Predictions", "random test images with the model's answer"),
-    "misclassified": ("Mistakes", "the mistakes the model was surest of"),
-}
-
-
-def save(fig, name: str, dpi: int) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    plt.close(fig)
-    with atomic_file(FIGURES / name) as f:
-        f.write(buf.getvalue())
-
-
-def report(model, metrics: dict, history: list[dict], classes: list[str]) -> str:
-    t = metrics["test"]
-    training = model.spec.get("training", {})
-    kept = weights_epoch(model, history)
-    layers = " → ".join(layer.describe() for layer in model.layers)
-    lines = [
-        "# Run report",
-        "",
-        "Written by the plots stage (`dvc repro`); every number below comes from the files of this run.",
-        "",
-        "## Model and training",
-        "",
-        f"- layers: {layers}",
-        f"- parameters: {model.n_params:,}; input normalised as (x − {model.normalize['mean']}) / "
-        f"{model.normalize['std']}",
-        "- training: " + ", ".join(f"{k} = {v}" for k, v in training.items()),
-        f"- epochs run: {len(history)}; " + (
-            f"final val accuracy {100 * history[-1]['val_acc']:.2f} %" if kept == len(history) else
-            f"weights of epoch {kept} (early stopping kept the lowest val loss): "
-            f"val accuracy {100 * history[kept - 1]['val_acc']:.2f} %"),
-        "",
-        "## Test metrics",
-        "",
-        "| accuracy | loss | macro F1 | top-3 accuracy | errors |",
-        "|---|---|---|---|---|",
-        f"| {100 * t['accuracy']:.2f} % | {t['loss']:.4f} | {t['macro_f1']:.4f} | {100 * t['top3_accuracy']:.2f} % "
-        f"| {t['errors']} of {t['samples']} |",
-        "",
-        "## Per class",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
-    ]
-    for name in classes:  # in the class list's order (metrics.json's keys are sorted)
-        c = metrics["per_class"][name]
-        lines.append(f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
-    lines += ["", "## Figures", ""]
-    for name, (title, what) in FIGURES_SHOWN.items():
-        lines += [f"**{title}**: {what}.", "", f"![{title}](figures/{name}.png)", ""]
-    return "\n".join(lines[:-1]) + "\n"
-
-
-HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
-
-
-def check_history(history) -> list[dict]:
-    """The training history inside the model, as train writes it: one record of numbers per epoch."""
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    if not isinstance(history, list) or not history:
-        raise StageError(f"{MODEL}: its training history must be a list with one record per epoch; "
-                         "rerun the train stage (dvc repro)")
-    for i, record in enumerate(history):
-        if not isinstance(record, dict) or not all(number(record.get(k)) for k in HISTORY_KEYS):
-            raise StageError(f"{MODEL}: record {i} of its training history must have the numbers "
-                             f"{', '.join(HISTORY_KEYS)}; rerun the train stage (dvc repro)")
-    return history
-
-
-def weights_epoch(model, history: list[dict]) -> int:
-    """The epoch whose weights the model holds (train records it: the last, or with early stopping
-    the one of lowest val loss); a model from before it was recorded holds the last."""
-    kept = model.spec.get("epoch", len(history))
-    if not (isinstance(kept, int) and not isinstance(kept, bool) and 1 <= kept <= len(history)):
-        raise StageError(f"{MODEL}: its 'epoch' must be one of the {len(history)} epochs of its history; "
-                         "rerun the train stage (dvc repro)")
-    return kept
-
-
-def check_metrics(metrics, classes: list[str]) -> dict:
-    """reports/metrics.json as evaluate writes it, for these classes."""
-    test = metrics.get("test") if isinstance(metrics, dict) else None
-    keys = ("accuracy", "loss", "macro_f1", "top3_accuracy", "errors", "samples")
-    per_class = metrics.get("per_class") if isinstance(test, dict) else None
-    if not (isinstance(test, dict) and all(isinstance(test.get(k), (int, float)) for k in keys)
-            and isinstance(per_class, dict) and sorted(per_class) == sorted(classes)):  # JSON keys are sorted
-        raise StageError(f"{METRICS}: not the metrics of this test split; rerun the evaluate stage (dvc repro)")
-    return metrics
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
-    pp = P.load("plots")["plots"]
+    pp = params.load("plots")["plots"]
     x, y, classes = load_split(DATA_PREPARED / "test.npz")
     probs = read_npz(PREDICTIONS, ("probs",), "evaluate")["probs"]
     if probs.shape != (len(y), len(classes)) or probs.dtype.kind != "f" or not np.isfinite(probs).all():

@@ -6,13 +6,18 @@ data/raw/ -> data/prepared/{train,val,test}.npz, each with x uint8 (N, H, W) or
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
+import params
+from harness.command import run
+from harness.errors import StageError
+from harness.files import DATA_PREPARED, DATA_RAW, read_json
 from nn.atomic import write_npz
 from nn.data import MAX_IDX_BYTES, IdxError, from_idx, images_problem
-from stages import params as P
-from stages.command import run
-from stages.common import DATA_PREPARED, DATA_RAW, StageError, log, read_json
+
+log = logging.getLogger(__name__)
 
 
 def read_idx(path) -> np.ndarray:
@@ -82,7 +87,7 @@ def split(x, y, val_size, seed: int, classes: list[str]):
 
 
 def main() -> None:
-    p = P.load("prepare")["prepare"]
+    p = params.load("prepare")["prepare"]
     classes = read_classes(DATA_RAW / "dataset.json")
     x, y = read_pair(DATA_RAW, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", len(classes))
     x_test, y_test = read_pair(DATA_RAW, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", len(classes))

@@ -10,14 +10,17 @@ dvc.lock does not change with it and no stage reads it).
 
 from __future__ import annotations
 
+import logging
 import math
-import os
-import resource
 import statistics
-from pathlib import Path
 
 import numpy as np
 
+import params
+from harness.command import run
+from harness.device import backend_for, machine_memory
+from harness.errors import StageError
+from harness.files import DATA_PREPARED, MODEL, TIMING, load_split, write_json
 from nn import serialize
 from nn.data import ink_frame
 from nn.losses import SoftmaxCrossEntropy
@@ -25,10 +28,8 @@ from nn.model import Sequential, cnn_spec, mlp_spec, training_bytes
 from nn.optim import OPTIMIZERS, SCHEDULES
 from nn.shards import thread_cap
 from nn.train import DivergenceError, FitOptions, fit, kept_epoch
-from stages import params as P
-from stages.command import run
-from stages.common import DATA_PREPARED, MODEL, TIMING, StageError, load_split, log, write_json
-from stages.device import backend_for
+
+log = logging.getLogger(__name__)
 
 
 def model_spec(pm, input_shape, classes, x_train) -> dict:
@@ -55,19 +56,6 @@ def model_spec(pm, input_shape, classes, x_train) -> dict:
     if len(input_shape) == 2:  # digits: where their ink sits, for predict to frame yours alike
         spec["ink"] = ink_frame(x_train)
     return spec
-
-
-def machine_memory() -> int:
-    """Bytes this process may still use: the physical memory, or less under an address-space limit."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
-        try:  # what the process already maps counts against the limit
-            used = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            used = 0
-        total = min(total, soft - used)
-    return total
 
 
 def check_memory(spec: dict, pm, pt, rows: int) -> None:
@@ -115,8 +103,8 @@ def make_schedule(pt, steps_per_epoch: int):
 
 
 def main() -> None:
-    params = P.load("model", "train")
-    pm, pt = params["model"], params["train"]
+    sections = params.load("model", "train")
+    pm, pt = sections["model"], sections["train"]
     thread_cap()  # a bad NN_THREADS stops the stage here, before any work
     check_schedule(pt)
     backend = backend_for(pt, "train")
@@ -130,7 +118,7 @@ def main() -> None:
     spec = model_spec(pm, x_train.shape[1:], classes, x_train)
     # every train key but device (where the weights were computed): unused ones too (momentum with
     # adamw), so that any key's value can be read back from the model
-    spec["training"] = {k: pt[k] for k in P.SCHEMA["train"] if k != "device"}
+    spec["training"] = {k: pt[k] for k in params.SCHEMA["train"] if k != "device"}
     check_memory(spec, pm, pt, max(len(x_train), len(x_val)))
     model = Sequential(spec, backend=backend)
     model.init_params(rng)

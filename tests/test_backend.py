@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from nn import backend as nn_backend
+from tests.project import ROOMS
 
 
 def fake_cupy(available=True, alloc_error=None):
@@ -92,7 +93,7 @@ def imported_modules(path):
 
 def test_only_backend_imports_cupy_and_nothing_uses_pickle():
     root = Path(nn_backend.__file__).parent.parent
-    files = sorted((root / "nn").glob("*.py")) + sorted((root / "stages").glob("*.py"))
+    files = [path for room in ROOMS for path in sorted((root / room).glob("*.py"))]
     assert len(files) > 5
     for path in files:
         names = imported_modules(path)

@@ -1,4 +1,4 @@
-"""The command line a newcomer meets: --help on every stage and on predict runs nothing, a stray
+"""The command line a newcomer meets: --help on every stage and command runs nothing, a stray
 argument is one `error:` line, log lines name their stage, the layer table lines up."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from nn.model import Sequential, cnn_spec
 from tests.project import DIGITS, Project, assert_clean_failure
 
 STAGES = ("fetch", "prepare", "train", "evaluate", "plots")
+COMMANDS = ("predict", "remote")  # the user commands that are not stages: `python -m predict`
+MODULE = {**{stage: f"stages.{stage}" for stage in STAGES}, **{name: name for name in COMMANDS}}
 
 
 def snapshot(project: Project) -> dict[str, tuple]:
@@ -41,19 +43,19 @@ def done(tmp_path_factory):
 
 
 def command(project: Project, name: str, *args):
-    return project.run(sys.executable, "-m", f"stages.{name}", *args, check=False)
+    return project.run(sys.executable, "-m", MODULE[name], *args, check=False)
 
 
-@pytest.mark.parametrize("name", [*STAGES, "predict"])
+@pytest.mark.parametrize("name", [*STAGES, *COMMANDS])
 def test_help_explains_and_runs_nothing(done, name):
     project, _ = done
     before = snapshot(project)
     proc = command(project, name, "--help")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"usage: python -m stages.{name} [-h]"), proc.stdout
+    assert proc.stdout.startswith(f"usage: python -m {MODULE[name]} [-h]"), proc.stdout
     assert f"\n{name}: " in proc.stdout  # the module docstring, which opens with the command's name
     assert proc.stderr == ""  # not even the bits line: nothing started
-    if name != "predict":
+    if name in STAGES:
         assert "Takes no arguments" in proc.stdout and "params.yaml" in proc.stdout
         assert f"dvc repro {name}" in proc.stdout
     assert snapshot(project) == before
@@ -63,6 +65,7 @@ def test_help_explains_and_runs_nothing(done, name):
     ("train", ["--epochs", "3"]),
     ("evaluate", ["extra"]),
     ("predict", ["--epochs", "3", "digit.png"]),
+    ("remote", ["a", "b"]),
 ])
 def test_a_stray_argument_is_one_error_line_and_runs_nothing(done, name, args):
     project, _ = done

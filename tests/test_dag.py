@@ -1,19 +1,23 @@
-"""The DAG is params-precise: each key reruns exactly the stages that read it,
-no stage reads an undeclared key, and each stage's deps list its imports."""
+"""The DAG is params-precise: each key reruns exactly the stages that read it, no stage reads an
+undeclared key, each stage's deps cover its imports by room, and a change in a room reruns
+exactly the stages that use it."""
 
 from __future__ import annotations
 
 import ast
 import json
 import os
+from pathlib import Path
 
 import pytest
 import yaml
 
-from stages import params as P
-from tests.project import DIGITS, ROOT, Project
+import params as P
+from tests.project import DIGITS, ROOMS, ROOT, Project
 
 STAGES = ("fetch", "prepare", "train", "evaluate", "plots")
+# the rooms from the top floor down: a module imports only rooms of lower floors (and its own)
+FLOORS = (("stages", "predict", "remote"), ("sources", "figures"), ("harness", "params"), ("nn",))
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
@@ -35,31 +39,87 @@ def test_every_section_and_key_is_declared_by_exactly_one_stage():
     assert keys == {f"{s}.{k}" for s, rules in P.SCHEMA.items() for k in rules}
 
 
+def module_file(name: str) -> Path | None:
+    """The file of a module of this project ('params' -> params/__init__.py), or None."""
+    for path in (ROOT / (name.replace(".", "/") + ".py"), ROOT / name.replace(".", "/") / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imports_of(path: Path) -> set[str]:
+    """The project's modules a file imports ('from sources import folder' -> sources, sources.folder)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return {n for n in names if n.split(".")[0] in ROOMS}
+
+
 def local_imports(module: str) -> set[str]:
-    """nn/ and stages/ files a module imports, transitively (as repo-relative paths)."""
+    """The project's files a module runs, transitively - a package's __init__.py included, since
+    importing any module of it runs that first (as repo-relative paths)."""
     seen: set[str] = set()
     todo = [module]
     while todo:
-        mod = todo.pop()
-        path = ROOT / (mod.replace(".", "/") + ".py")
-        rel = str(path.relative_to(ROOT))
-        if rel in seen or not path.exists():
-            continue
-        seen.add(rel)
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            todo += [n for n in names if n.split(".")[0] in ("nn", "stages")]
+        name = todo.pop()
+        parts = name.split(".")
+        files = [module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1)]
+        for path in filter(None, files):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel not in seen:
+                seen.add(rel)
+                todo += imports_of(path)
     return seen
 
 
+def docstring_only(rel: str) -> bool:
+    """A module that is only its docstring (nn/__init__.py): nothing in it runs."""
+    body = ast.parse((ROOT / rel).read_text()).body
+    return len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+
+
+def code_deps(stage: str) -> list[str]:
+    return [d for d in DVC_YAML[stage]["deps"] if d.endswith(".py") or (ROOT / d / "__init__.py").is_file()]
+
+
+def covered_by(rel: str, deps: list[str]) -> list[str]:
+    """The deps that hold the file `rel`: itself, or a room (folder) it is in."""
+    return [d for d in deps if rel == d or rel.startswith(d.rstrip("/") + "/")]
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_stage_deps_list_exactly_its_imports(stage):
-    code_deps = {d for d in DVC_YAML[stage]["deps"] if d.endswith(".py")}
-    assert code_deps == local_imports(f"stages.{stage}") - {"stages/__init__.py", "nn/__init__.py"}
+def test_stage_deps_cover_exactly_its_imports(stage):
+    """Every file the stage runs is in a dep (its script, a room, or a file of nn/), and every code
+    dep holds a file it runs: a change to any code the stage runs reruns it, and no other does.
+    The stages package itself is never a dep: one stage's script does not rerun another."""
+    ran = {rel for rel in local_imports(f"stages.{stage}") - {"stages/__init__.py"} if not docstring_only(rel)}
+    deps = code_deps(stage)
+    assert {rel for rel in ran if not covered_by(rel, deps)} == set()
+    assert {d for d in deps if not any(covered_by(rel, [d]) for rel in ran)} == set()
+    assert [d for d in deps if d.startswith("stages/")] == [f"stages/{stage}.py"]
+
+
+def test_each_stage_has_at_most_ten_deps():
+    assert {stage: len(DVC_YAML[stage]["deps"]) for stage in STAGES if len(DVC_YAML[stage]["deps"]) > 10} == {}
+
+
+def test_imports_flow_one_way():
+    """Commands and stages on top, the rooms of the pipeline under them, nn/ at the bottom: no
+    module imports one of a higher floor, nor of a room on its own floor, and nothing in nn/ imports
+    the pipeline. (A room's own modules import each other freely.)"""
+    floor = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
+    assert set(floor) == set(ROOMS), "every room has its floor"
+    wrong = []
+    for room in ROOMS:
+        for path in sorted((ROOT / room).rglob("*.py")):
+            for name in imports_of(path):
+                other = name.split(".")[0]
+                if other != room and floor[other] <= floor[room]:  # FLOORS go down: a higher index is lower
+                    wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert wrong == []
 
 
 def test_each_stage_reads_exactly_the_keys_dvc_yaml_declares(tmp_path, monkeypatch):
@@ -134,7 +194,61 @@ def test_a_mistyped_key_reruns_its_stage_which_stops_on_it(ran_project):
 
 
 def data_deps(stage: str) -> list[str]:
-    return [d for d in DVC_YAML[stage]["deps"] if not d.endswith(".py")]
+    return [d for d in DVC_YAML[stage]["deps"] if d not in code_deps(stage)]
+
+
+# a file of each room, and the stages a change to it reruns by itself (`dvc status`: before any
+# stage runs; a later stage may rerun too where the new code writes other bytes)
+ROOM_CHANGES = {
+    "figures/training.py": ["plots"],
+    "sources/folder.py": ["fetch"],
+    "nn/layers.py": ["train", "evaluate", "plots"],
+    "nn/data.py": list(STAGES),  # the idx format: fetch and prepare read it too
+    "harness/files.py": list(STAGES),
+    "params/schema.py": list(STAGES),
+    "stages/evaluate.py": ["evaluate"],
+}
+
+
+def test_python_s_bytecode_beside_the_code_changes_no_room(ran_project):
+    """Python writes __pycache__/ into every room it imports (where PYTHONDONTWRITEBYTECODE is not
+    set, as on a user's machine): .dvcignore keeps it out of the rooms' hashes."""
+    made = []
+    try:
+        for room in ROOMS:
+            cache = ran_project.path / room / "__pycache__"
+            cache.mkdir(exist_ok=True)
+            (cache / "x.cpython-311.pyc").write_bytes(b"bytecode")
+            made.append(cache)
+        assert ran_project.status() == {}
+    finally:
+        for cache in made:
+            (cache / "x.cpython-311.pyc").unlink()
+
+
+def test_a_change_in_a_room_reruns_exactly_the_stages_that_use_it(ran_project):
+    assert {rel.split("/")[0] for rel in ROOM_CHANGES} >= set(ROOMS) - {"predict", "remote"}  # no stage runs those
+    for rel, stages in ROOM_CHANGES.items():
+        path = ran_project.path / rel
+        original = path.read_bytes()
+        try:
+            path.write_bytes(original + b"\n# a change\n")
+            assert sorted(ran_project.status()) == sorted(stages), rel
+        finally:
+            path.write_bytes(original)
+    assert ran_project.status() == {}
+
+
+def test_a_change_in_the_figures_room_reruns_plots_alone(ran_project):
+    """Really run: the figures' code changed, so plots redraws, and nothing before it runs."""
+    path = ran_project.path / "figures" / "report.py"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# a change\n")
+        assert ran_project.repro() == ["plots"]
+    finally:
+        path.write_bytes(original)
+        back_to_the_commit(ran_project)
 
 
 def digest(project, rel: str) -> bytes:

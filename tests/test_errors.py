@@ -182,7 +182,7 @@ def test_a_bad_nn_threads_stops_train_before_any_work(project, value):
 
 
 def test_a_class_of_one_image_cannot_be_stratified():
-    from stages.common import StageError
+    from harness.errors import StageError
     from stages.prepare import split
 
     y = np.array([0, 0, 1, 1, 2, 0, 1, 0], np.uint8)
@@ -268,7 +268,7 @@ def test_failing_stage_exit_code_propagates_through_dvc_repro(base, tmp_path):
 
 
 def test_an_os_error_line_keeps_a_file_name_with_a_newline_whole(tmp_path):
-    code = ("import errno\nfrom stages.command import run\n"
+    code = ("import errno\nfrom harness.command import run\n"
             "def main():\n    raise PermissionError(errno.EACCES, 'Permission denied', 'data/bad\\nname.png')\n"
             "run(main)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -21,11 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from harness.errors import StageError
 from nn.data import IdxError, from_idx
-from stages import download, idx, sources
-from stages import fetch as F
-from stages.common import StageError
-from stages.datasets import DIGITS, FILES, Mirror
+from sources import download, idx, named, origins
+from sources.catalog import DIGITS, FILES, Mirror
 from tests.project import DIGITS as DIGITS_PARAMS
 from tests.project import GIB, Project, assert_clean_failure
 
@@ -41,7 +40,7 @@ def header(*shape):
 
 @pytest.fixture(scope="module")
 def digits_files():
-    return sources.from_sklearn_digits()
+    return origins.from_sklearn_digits()
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +174,11 @@ def test_every_source_gives_the_same_bytes(server, digits_files, tmp_path):
         (packed / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=9, mtime=987654))
     url = server[0]
     results = [
-        F.fetch(DIGITS, "auto", 1, 0)[0],
-        F.fetch(DIGITS, str(plain), 1, 0)[0],
-        F.fetch(DIGITS, str(packed), 1, 0)[0],
-        F.fetch(DIGITS, f"{url}/ok/", 2, 0)[0],
-        F.fetch(with_mirrors(mirror(server, "ok")), "auto", 2, 0)[0],
+        named.fetch(DIGITS, "auto", 1, 0)[0],
+        named.fetch(DIGITS, str(plain), 1, 0)[0],
+        named.fetch(DIGITS, str(packed), 1, 0)[0],
+        named.fetch(DIGITS, f"{url}/ok/", 2, 0)[0],
+        named.fetch(with_mirrors(mirror(server, "ok")), "auto", 2, 0)[0],
     ]
     assert all(r == digits_files for r in results)
 
@@ -199,26 +198,26 @@ def test_idx_from_a_url_gives_the_same_bytes_and_records_their_hashes(server, di
                                       ("slow", "no complete answer within 0.3 s")])
 def test_a_failing_mirror_falls_through_to_the_next(server, digits_files, mode, why, caplog):
     dataset = with_mirrors(mirror(server, mode), mirror(server, "ok"))
-    files, label = F.fetch(dataset, "auto", 0.3, 0)
+    files, label = named.fetch(dataset, "auto", 0.3, 0)
     assert files == digits_files and label == "mirror ok"
     assert why in caplog.text
 
 
 def test_retries_recover_from_a_transient_5xx(server, digits_files):
-    files, label = F.fetch(with_mirrors(mirror(server, "flaky")), "auto", 2, 1)
+    files, label = named.fetch(with_mirrors(mirror(server, "flaky")), "auto", 2, 1)
     assert files == digits_files and label == "mirror flaky"
 
 
 def test_garbage_without_published_checksum_is_caught_as_bad_gzip(server):
     with pytest.raises(StageError, match="not a valid gzip file"):
-        F.fetch(DIGITS, f"{server[0]}/garbage/", 2, 0)
+        named.fetch(DIGITS, f"{server[0]}/garbage/", 2, 0)
 
 
 def test_every_source_failing_lists_each_source(server, monkeypatch):
-    monkeypatch.setattr(sources, "from_sklearn_digits", lambda: (_ for _ in ()).throw(sources.SourceError("offline")))
+    monkeypatch.setattr(origins, "from_sklearn_digits", lambda: (_ for _ in ()).throw(origins.SourceError("offline")))
     dataset = with_mirrors(mirror(server, "404"), mirror(server, "500"))
     with pytest.raises(StageError) as info:
-        F.fetch(dataset, "auto", 1, 0)
+        named.fetch(dataset, "auto", 1, 0)
     message = str(info.value)
     assert "every source failed" in message and "\n" not in message
     assert "[mirror 404]" in message and "HTTP 404" in message
@@ -227,12 +226,12 @@ def test_every_source_failing_lists_each_source(server, monkeypatch):
 
 def test_folder_missing(tmp_path):
     with pytest.raises(StageError, match="no such folder"):
-        F.fetch(DIGITS, str(tmp_path / "nope"), 1, 0)
+        named.fetch(DIGITS, str(tmp_path / "nope"), 1, 0)
 
 
 def test_folder_empty(tmp_path):
     with pytest.raises(StageError, match="missing train-images-idx3-ubyte"):
-        F.fetch(DIGITS, str(tmp_path), 1, 0)
+        named.fetch(DIGITS, str(tmp_path), 1, 0)
 
 
 def test_folder_missing_one_file(digits_files, tmp_path):
@@ -240,7 +239,7 @@ def test_folder_missing_one_file(digits_files, tmp_path):
         if name != "t10k-labels-idx1-ubyte":
             (tmp_path / name).write_bytes(data)
     with pytest.raises(StageError, match="missing t10k-labels-idx1-ubyte"):
-        F.fetch(DIGITS, str(tmp_path), 1, 0)
+        named.fetch(DIGITS, str(tmp_path), 1, 0)
 
 
 def test_folder_with_corrupted_file(digits_files, tmp_path):
@@ -250,7 +249,7 @@ def test_folder_with_corrupted_file(digits_files, tmp_path):
     data[100] ^= 0xFF
     (tmp_path / "train-images-idx3-ubyte").write_bytes(bytes(data))
     with pytest.raises(StageError, match="train-images-idx3-ubyte: content sha256 .* does not match"):
-        F.fetch(DIGITS, str(tmp_path), 1, 0)
+        named.fetch(DIGITS, str(tmp_path), 1, 0)
 
 
 def test_folder_with_truncated_gzip(digits_files, tmp_path):
@@ -259,13 +258,13 @@ def test_folder_with_truncated_gzip(digits_files, tmp_path):
     packed = (tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes()
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(packed[: len(packed) // 2])
     with pytest.raises(StageError, match="t10k-images-idx3-ubyte.gz is not a valid gzip file"):
-        F.fetch(DIGITS, str(tmp_path), 1, 0)
+        named.fetch(DIGITS, str(tmp_path), 1, 0)
 
 
 def fetch_error(source, timeout=1, dataset=DIGITS) -> str:
     """fetch from `source` -> its one-line error (it must fail)."""
     with pytest.raises(StageError) as info:
-        F.fetch(dataset, source, timeout, 0)
+        named.fetch(dataset, source, timeout, 0)
     message = str(info.value)
     assert "every source failed" in message and "\n" not in message
     return message
@@ -483,10 +482,10 @@ def test_unpickler_refuses_anything_but_arrays():
     import numpy as np
 
     arrays = pickle.dumps(((np.zeros((2, 3), np.float32), np.arange(2)),), protocol=3)
-    loaded = sources.load_arrays_pickle(arrays)
+    loaded = origins.load_arrays_pickle(arrays)
     assert loaded[0][0].shape == (2, 3)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        sources.load_arrays_pickle(pickle.dumps(os.system))
+        origins.load_arrays_pickle(pickle.dumps(os.system))
 
 
 def test_a_rerun_of_fetch_takes_the_last_fetch_s_files_from_dvc_s_cache(tmp_path, monkeypatch):
@@ -503,9 +502,9 @@ def test_a_rerun_of_fetch_takes_the_last_fetch_s_files_from_dvc_s_cache(tmp_path
     assert "fetch: fetched digits from the last fetch (the data/raw dvc.lock records" in proc.stderr
     assert project.digests(before) == before
     monkeypatch.chdir(project.path)
-    assert F.reuse(DIGITS)[0] == {name: project.read(f"data/raw/{name}") for name in FILES}
+    assert named.reuse(DIGITS)[0] == {name: project.read(f"data/raw/{name}") for name in FILES}
     other = dataclasses.replace(DIGITS, content={**DIGITS.content, FILES[0]: "0" * 64})
-    assert F.reuse(other) is None  # files that are not this dataset's: fetched from its sources instead
+    assert named.reuse(other) is None  # files that are not this dataset's: fetched from its sources instead
     shutil.rmtree(project.path / ".dvc/cache")
     shutil.rmtree(project.path / ".dvc/tmp/outputs")
-    assert F.reuse(DIGITS) is None  # nothing kept: nothing to take
+    assert named.reuse(DIGITS) is None  # nothing kept: nothing to take

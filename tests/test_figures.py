@@ -12,11 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from figures.report import FIGURES_SHOWN, save  # noqa: E402
+from figures.test_set import confusion_figure  # noqa: E402
+from figures.training import accuracy_note, first_layer_figure  # noqa: E402
 from nn.model import Sequential, cnn_spec, mlp_spec  # noqa: E402
 from stages.evaluate import confusion_records  # noqa: E402
-from stages.figures import confusion_figure  # noqa: E402
-from stages.figures_training import accuracy_note, first_layer_figure  # noqa: E402
-from stages.plots import FIGURES_SHOWN, save  # noqa: E402
 from tests.project import DIGITS, Project  # noqa: E402
 
 CLASSES = [str(c) for c in range(10)]
@@ -81,9 +81,9 @@ def test_first_layer_figure_shows_the_mlp_weights():
 
 
 def test_first_layer_figure_changes_with_the_model(tmp_path, monkeypatch):
-    import stages.plots
+    import figures.report
 
-    monkeypatch.setattr(stages.plots, "FIGURES", tmp_path)
+    monkeypatch.setattr(figures.report, "FIGURES", tmp_path)
     x = np.full((2, 8, 8), 100, np.uint8)
     for name, seed in (("a", 0), ("b", 1), ("a_again", 0)):
         save(first_layer_figure(model(mlp_spec((8, 8), [16]), seed), CLASSES, x), f"{name}.png", 40)
@@ -129,7 +129,7 @@ def test_first_layer_figure_of_one_channel_inputs_is_the_grey_picture():
 
 @pytest.mark.parametrize("shape", [(6, 5), (6, 5, 1), (6, 5, 3)])
 def test_image_grids_show_digits_inverted_and_pictures_as_they_are(shape):
-    from stages.figures import predictions_figure
+    from figures.test_set import predictions_figure
 
     x = np.random.default_rng(0).integers(0, 256, (4, *shape), dtype=np.uint8)
     probs = np.eye(10)[[0, 1, 2, 3]]
@@ -201,9 +201,9 @@ def test_a_perfect_loss_is_written_0_not_minus_0():
 def test_after_early_stopping_the_report_and_curves_name_the_epoch_kept():
     """Early stopping keeps the weights of the lowest val loss: the report quotes that epoch's val
     accuracy, not the last one's, and the curves mark it; a model without early stopping holds the last."""
-    from stages.common import StageError
-    from stages.figures_training import curves_figure
-    from stages.plots import report, weights_epoch
+    from figures.report import report, weights_epoch
+    from figures.training import curves_figure
+    from harness.errors import StageError
 
     history = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": 0.5, "val_loss": v, "val_acc": a}
                for e, v, a in ((1, 0.9, 0.40), (2, 0.5, 0.75), (3, 0.7, 0.60))]
@@ -229,7 +229,7 @@ def test_after_early_stopping_the_report_and_curves_name_the_epoch_kept():
 
 
 def test_titles_count_one_image_in_the_singular():
-    from stages.figures import misclassified_figure, predictions_figure
+    from figures.test_set import misclassified_figure, predictions_figure
 
     x, y = np.zeros((3, 8, 8), np.uint8), np.array([0, 1, 2])
     probs = np.eye(10, dtype=np.float32)[[0, 1, 5]]  # the third is a mistake
@@ -243,7 +243,7 @@ def test_titles_count_one_image_in_the_singular():
 
 
 def test_a_class_without_test_images_is_said_to_have_none():
-    from stages.figures import per_class_figure
+    from figures.test_set import per_class_figure
 
     y = np.array([0, 0, 1, 1], np.uint8)  # no image of class "c"
     probs = np.eye(3, dtype=np.float32)[[0, 2, 1, 1]]
@@ -254,7 +254,7 @@ def test_a_class_without_test_images_is_said_to_have_none():
 
 
 def test_a_one_epoch_run_ticks_its_epoch_not_fractions():
-    from stages.figures_training import curves_figure
+    from figures.training import curves_figure
 
     history = [{"epoch": 1, "lr": 0.1, "train_loss": 0.9, "train_acc": 0.5, "val_loss": 0.8, "val_acc": 0.6}]
     fig = curves_figure(history, model(mlp_spec((8, 8), [4])))
@@ -268,7 +268,7 @@ def test_a_one_epoch_run_ticks_its_epoch_not_fractions():
 def test_with_label_smoothing_the_loss_curves_say_so_and_draw_the_floor():
     """With label smoothing the history's losses are against the smoothed targets, which no model
     scores below: the curves say what they measure and draw that floor; without, neither."""
-    from stages.figures_training import curves_figure, target_entropy
+    from figures.training import curves_figure, target_entropy
 
     history = [{"epoch": e, "lr": 0.1, "train_loss": 0.9 / e, "train_acc": 0.5, "val_loss": 0.8 / e, "val_acc": 0.6}
                for e in (1, 2)]

@@ -282,7 +282,7 @@ def test_an_output_that_is_a_folder_changes_nothing(project):
 
 def test_a_cnn_on_images_too_small_for_one_block_is_told_to_use_the_mlp():
     """1-pixel images allow no 2x2 pooling: fewer blocks is no remedy (the cnn needs one), the mlp is."""
-    from stages.common import StageError
+    from harness.errors import StageError
     from stages.train import model_spec
 
     pm = {"kind": "cnn", "channels": [4], "hidden": [], "activation": "relu", "dropout": 0.0}

@@ -1,7 +1,7 @@
 """Outputs survive a failed or interrupted `dvc repro`, and a stage writes all its outputs or none.
 
 DVC deletes a stage's outputs before running it; the stage puts them back when it
-fails or is stopped (stages/outputs.py), and holds its own writes back until all
+fails or is stopped (harness/outputs.py), and holds its own writes back until all
 of them are ready (nn.atomic.all_or_none)."""
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ def test_a_half_made_output_folder_and_a_file_of_the_failed_run_are_put_back(don
     may have written other outputs: each output that is not dvc.lock's version is put back whole."""
     import logging
 
-    from stages import outputs
-    from stages.plots import FIGURES_SHOWN
+    from figures.report import FIGURES_SHOWN
+    from harness import outputs
 
     project = Project(tmp_path / "h", like=done)
     before = snapshot(project)

@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from stages import fetch as F
-from stages import idx
-from stages.datasets import MNIST
+from sources import idx, named
+from sources.catalog import FILES, MNIST
 from tests.project import Project
 
 pytestmark = pytest.mark.slow
@@ -31,23 +30,23 @@ def test_one_epoch_on_real_mnist(mnist_project):
 
 def test_a_local_folder_of_recompressed_files_gives_the_same_bytes(mnist_project, tmp_path):
     raw = mnist_project.path / "data" / "raw"
-    original = {name: (raw / name).read_bytes() for name in F.FILES}
+    original = {name: (raw / name).read_bytes() for name in FILES}
     for name, data in original.items():  # a different compressor setting: other .gz bytes, same content
         (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1, mtime=1))
-    assert F.fetch(MNIST, str(tmp_path), 5, 0)[0] == original
+    assert named.fetch(MNIST, str(tmp_path), 5, 0)[0] == original
 
 
 def test_the_same_files_fetched_as_idx_give_the_same_bytes(mnist_project, tmp_path):
     """A named, pinned dataset and `fetch.dataset: idx` read from one folder: the same data/raw
     (MNIST here; Fashion-MNIST, which has no offline copy, goes through the same code)."""
     raw = mnist_project.path / "data" / "raw"
-    original = {name: (raw / name).read_bytes() for name in F.FILES}
+    original = {name: (raw / name).read_bytes() for name in FILES}
     for name, data in original.items():
         (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
     files, meta = idx.dataset(str(tmp_path), 5, 0)
-    assert files == original == F.fetch(MNIST, str(tmp_path), 5, 0)[0]
+    assert files == original == named.fetch(MNIST, str(tmp_path), 5, 0)[0]
     assert meta["classes"] == [str(d) for d in range(10)] and meta["shape"] == [28, 28]
-    assert sorted(meta["sha256"]) == sorted(F.FILES)
+    assert sorted(meta["sha256"]) == sorted(FILES)
 
 
 def test_predict_agrees_with_the_model_on_transformed_test_digits(mnist_project, tmp_path):
@@ -56,7 +55,7 @@ def test_predict_agrees_with_the_model_on_transformed_test_digits(mnist_project,
     from PIL import Image
 
     from nn import serialize
-    from stages.predict import main
+    from predict.__main__ import main
 
     model = serialize.load(mnist_project.path / "models/model.npz")
     with np.load(mnist_project.path / "data/prepared/test.npz") as npz:

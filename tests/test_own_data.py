@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.datasets import FILES
+from sources.catalog import FILES
 from tests.project import DIGITS, Project, assert_clean_failure
 
 SHAPES = ("bar", "bottom_right", "top_left")  # separable: a bright bar, or a bright square in a corner
@@ -168,7 +168,7 @@ def test_rgb_images_train_a_cnn_on_three_channels_and_gray_cannot_tell_them_apar
     big = np.full((40, 40, 3), 40, np.uint8)
     big[8:24, 16:32] = COLOURS["teal"]
     Image.fromarray(big).save(tmp_path / "teal.png")
-    proc = project.run(sys.executable, "-m", "stages.predict", "--json", str(tmp_path / "teal.png"))
+    proc = project.run(sys.executable, "-m", "predict", "--json", str(tmp_path / "teal.png"))
     assert json.loads(proc.stdout)[0]["top"][0]["class"] == "teal", proc.stdout + proc.stderr
     # the same images in grey: the two colours are one grey level, and the model is left guessing
     project.set("fetch.color", "gray")

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from stages import params as P
+import params as P
 from tests.project import DIGITS, GIB, ROOT, Project, address_space_cap, assert_clean_failure, env
 
 SECTIONS = tuple(P.SCHEMA)

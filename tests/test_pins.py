@@ -1,12 +1,12 @@
-"""What decides the bits is pinned in every stage process (stages/pins.py)."""
+"""What decides the bits is pinned in every stage process (harness/pins.py)."""
 
 from __future__ import annotations
 
 import os
 import re
 
-from stages import pins
-from stages.pins import NUMPY_AVX512, pinned
+from harness import pins
+from harness.pins import NUMPY_AVX512, pinned
 from tests.project import DIGITS, Project
 
 AVX2 = {"sse4_2", "avx", "avx2", "fma"}

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from harness.errors import StageError
 from nn import serialize
 from nn.model import Sequential, mlp_spec
-from stages import images as images_module
-from stages.common import StageError
-from stages.images import MAX_PIXELS, read_pixels
-from stages.predict import ink_and_box, to_input
+from predict.digits import ink_and_box, to_input
+from sources import images as images_module
+from sources.images import MAX_PIXELS, read_pixels
 from tests.project import GIB, ROOT, address_space_cap, assert_clean_failure, env
 
 CAP = 2 * GIB  # the size-bomb tests run predict with its address space capped at this
 
 
 def predict(*args, memory=None):
-    return subprocess.run([sys.executable, "-m", "stages.predict", *map(str, args)], cwd=ROOT, env=env(),
+    return subprocess.run([sys.executable, "-m", "predict", *map(str, args)], cwd=ROOT, env=env(),
                           capture_output=True, text=True, preexec_fn=address_space_cap(memory) if memory else None)
 
 
@@ -437,8 +437,8 @@ def test_a_model_of_8x8_digits_reads_them_back_from_image_files(digits, tmp_path
 def test_a_folder_and_a_file_name_with_a_newline_get_one_whole_line(tmp_path):
     """A folder is told to pass its files; a name with a newline in it is printed with \\n, not cut
     at it (the line said only `error: .../bad`)."""
-    from stages.common import StageError, one_line
-    from stages.images import open_image
+    from harness.errors import StageError, one_line
+    from sources.images import open_image
 
     with pytest.raises(StageError, match=r"a folder; pass the image files in it"):
         open_image(tmp_path)

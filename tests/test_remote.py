@@ -210,7 +210,7 @@ def s3_strict():
 ])
 def test_an_unusable_remote(team_a, s3, s3_strict, tmp_path, monkeypatch, breakage, dvc_says, we_say):
     """dvc pull fails in DVC's words (naming the endpoint or bucket, not the remote); the project's
-    `python -m stages.remote` says it in one line naming the remote. Nothing is written."""
+    `python -m remote` says it in one line naming the remote. Nothing is written."""
     # one try per request: botocore's default five tries of a refused connection took ~20 s a
     # command here and change no word of what is checked (the other two breakages are never retried)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
@@ -222,7 +222,7 @@ def test_an_unusable_remote(team_a, s3, s3_strict, tmp_path, monkeypatch, breaka
     assert proc.returncode != 0 and dvc_says in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (b.path / "models/model.npz").exists() and not (b.path / "data/raw").exists()
-    line = assert_clean_failure(b.run(sys.executable, "-m", "stages.remote", check=False), "remote 'team'")
+    line = assert_clean_failure(b.run(sys.executable, "-m", "remote", check=False), "remote 'team'")
     assert we_say in line or (we_say == "the store refuses the credentials" and "access is denied" in line), line
 
 
@@ -230,9 +230,9 @@ def test_the_remote_check_says_a_good_remote_is_reachable(team_a, s3, tmp_path):
     a, bucket, _, _ = team_a
     b = clone(a.path, tmp_path / "b")
     use_s3(b, s3, bucket)
-    proc = b.run(sys.executable, "-m", "stages.remote")
+    proc = b.run(sys.executable, "-m", "remote")
     assert proc.stdout.strip() == f"remote 'team' (s3://{bucket}/store): reachable"
-    proc = b.run(sys.executable, "-m", "stages.remote", "local")  # the default folder: not made yet
+    proc = b.run(sys.executable, "-m", "remote", "local")  # the default folder: not made yet
     assert "remote 'local'" in proc.stdout and "empty: the first dvc push fills it" in proc.stdout
 
 
@@ -304,14 +304,14 @@ def test_the_remote_check_on_http_a_missing_plugin_and_a_file(tmp_path):
             cases.append(("gs://bucket/store", "requires 'dvc-gs' to be installed"))
         for url, says in cases:
             p.dvc("remote", "add", "--local", "-f", "-d", "t", url)
-            assert_clean_failure(p.run(sys.executable, "-m", "stages.remote", check=False), f"remote 't' ({url})"
+            assert_clean_failure(p.run(sys.executable, "-m", "remote", check=False), f"remote 't' ({url})"
                                  if "dvc-gs" not in says else "remote 't'", says)
-        line = assert_clean_failure(p.run(sys.executable, "-m", "stages.remote", "nosuch", check=False),
+        line = assert_clean_failure(p.run(sys.executable, "-m", "remote", "nosuch", check=False),
                                     "remote 'nosuch'", "(dvc remote list)")
         assert set(line.split("the remotes are: ")[1].split(" (")[0].split(", ")) == {"local", "t"}, line
         url = f"http://127.0.0.1:{server.server_address[1]}/store"
         p.dvc("remote", "add", "--local", "-f", "-d", "t", url)
-        out = p.run(sys.executable, "-m", "stages.remote").stdout.strip()
+        out = p.run(sys.executable, "-m", "remote").stdout.strip()
         assert out.startswith(f"remote 't' ({url}): the server answers (an http remote cannot be listed"), out
     finally:
         server.shutdown()

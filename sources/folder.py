@@ -5,7 +5,7 @@ fetch.seed), or <source>/train/<class>/... + <source>/test/<class>/... (your spl
 The classes are the sub-folder names, sorted; a test split may lack a class, not add one.
 An image is a file whose suffix Pillow reads (hidden files skipped, others logged); it is
 read as fetch.color says - gray (one channel) or rgb (three) - exactly as predict reads one
-for a model trained on it (stages/images.py), and brought to fetch.image_size: auto (the
+for a model trained on it (sources/images.py), and brought to fetch.image_size: auto (the
 size they all share, else an error naming two files that differ) or [H, W] (resized).
 Images are stored (N, H, W, C), in the order class, then file name.
 
@@ -18,6 +18,7 @@ One image is decoded at a time and kept as uint8.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import unicodedata
@@ -27,10 +28,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from harness.errors import StageError
 from nn.data import MAX_IDX_BYTES, to_idx
-from stages.common import StageError, log
-from stages.datasets import FILES
-from stages.images import WORK_SIDE, open_image, read_pixels, resize, upright_size
+from sources.catalog import FILES
+from sources.images import WORK_SIDE, open_image, read_pixels, resize, upright_size
+
+log = logging.getLogger(__name__)
 
 SOURCE_ROOT = Path("data/source")  # fetch's DVC dependency (dvc.yaml): a changed image reruns fetch
 MAX_CLASSES = 256  # idx labels are one byte each
@@ -84,7 +87,7 @@ def _images(folder: Path, budget: int) -> list[str]:
             images.append(e.name)
             if len(images) > budget:
                 raise StageError(f"{folder}: more than {MAX_FILES} images in all, the cap (MAX_FILES in "
-                                 "stages/folder.py)")
+                                 "sources/folder.py)")
         else:
             others += 1
     if others:

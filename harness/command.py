@@ -1,95 +1,22 @@
 """How a stage (or a command like predict) runs: its command line, logging, the one-line
-errors, signals, and outputs written all-or-none - the one place every stage goes through
-(`run(main)` at the bottom of each stage script)."""
+errors, signals, and outputs written all-or-none - the one place every stage and command goes
+through (`run(main)` at the bottom of each stage script)."""
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import errno
 import logging
 import os
-import select
-import signal
 import sys
 import textwrap
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import outputs, pins, signals
+from harness.errors import StageError, describe_os_error, one_line
 from nn.atomic import all_or_none
-from stages import outputs, pins
-from stages.common import StageError, log, one_line
 
-STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _stop(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def _dvc_pid() -> int | None:
-    """The pid of the `dvc` process running this stage (read from /proc: Linux), or None.
-
-    dvc runs a stage's command as `$SHELL -c cmd`, or `/bin/sh -c cmd` where SHELL is unset.
-    bash and zsh then replace themselves with the command, so dvc is our parent; dash (Debian's
-    and Ubuntu's /bin/sh) stays in between. So dvc is the nearest ancestor whose environment
-    lacks the DVC_STAGE that dvc set for the command (every process in between inherits it)."""
-    mark = f"DVC_STAGE={os.environ.get('DVC_STAGE', '')}".encode()
-    pid = os.getppid()
-    while pid > 1:
-        try:
-            if mark not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                return pid
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])  # its parent
-        except (OSError, ValueError, IndexError):
-            return None
-    return None
-
-
-def _wait_then_stop(pid: int) -> None:
-    """Block until process `pid` exits, then send this process SIGTERM (the main thread stops
-    cleanly on it). Needs pidfd (Linux 5.3+); without it, returns at once and does nothing."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:  # already gone
-        fd = None
-    except (AttributeError, OSError):
-        return
-    if fd is not None:
-        select.select([fd], [], [])  # readable once the process has exited
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _stop_with_dvc() -> None:
-    """Stop (as on SIGTERM) when the `dvc repro` running this stage dies - `kill <its pid>`, say -
-    rather than train on unseen and write outputs dvc.lock will never record. Linux only;
-    elsewhere a no-op. Where dvc is the parent, the kernel signals us (PR_SET_PDEATHSIG); where
-    a shell sits in between, a thread waits on dvc's pid."""
-    if not sys.platform.startswith("linux"):
-        return
-    pid = _dvc_pid()
-    if pid is None:
-        return
-    if pid == os.getppid():
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-        if os.getppid() == pid:  # dvc did not die before the call (it would have been too late)
-            return
-    threading.Thread(target=_wait_then_stop, args=(pid,), name="stop-with-dvc", daemon=True).start()
-
-
-def describe_os_error(exc: OSError) -> str:
-    """An OSError as '<file>: <reason>; <what to do>'."""
-    reason = exc.strerror or str(exc)
-    hint = {errno.ENOSPC: "free some disk space and rerun", errno.EDQUOT: "free some disk space and rerun",
-            errno.EACCES: "check the file's permissions", errno.EPERM: "check the file's permissions",
-            errno.EROFS: "the file system is read-only; run from a writable copy"}.get(exc.errno, "")
-    where = exc.filename if exc.filename is not None else "a file"
-    return f"{where}: {reason}" + (f"; {hint}" if hint else "")
-
+log = logging.getLogger(__name__)
 
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage mistake reported as the project's one `error:` line (exit 2)
@@ -133,12 +60,20 @@ class _Preamble(logging.StreamHandler):
 
 def command_name(module: dict) -> str:
     """'train' for the globals of stages.train, however it is run: `python -m stages.train`
-    (its __name__ is then '__main__'), runpy, or `python stages/train.py`."""
+    (its __name__ is then '__main__'), runpy, or `python stages/train.py`; 'predict' for a
+    command package's predict/__main__.py (`python -m predict`)."""
     spec = module.get("__spec__")
     name = spec.name if spec is not None else module.get("__name__", "__main__")
+    name = name.removesuffix(".__main__")
     if name == "__main__":
-        name = Path(module.get("__file__") or "stage").stem
+        path = Path(module.get("__file__") or "stage")
+        name = path.parent.name if path.stem == "__main__" else path.stem
     return name.rpartition(".")[2]
+
+
+def is_code(dep: str) -> bool:
+    """Whether a dvc.yaml dependency is code (a module, or a room: a package folder), not data."""
+    return dep.endswith(".py") or Path(dep, "__init__.py").is_file()
 
 
 def _stage_epilog(name: str) -> str:
@@ -146,7 +81,7 @@ def _stage_epilog(name: str) -> str:
     outputs, from its entry in dvc.yaml (the one place they are declared)."""
     entry = outputs.spec(name)
     sections = list(dict.fromkeys(str(key).split(".")[0] for key in entry.get("params") or []))
-    inputs = [str(dep) for dep in entry.get("deps") or [] if not str(dep).endswith(".py")]
+    inputs = [str(dep) for dep in entry.get("deps") or [] if not is_code(str(dep))]
     made = [str(path) for path in outputs.declared(name)]
     settings = (f": its settings are the {' and '.join(sections)} section{'s' * (len(sections) > 1)} of params.yaml"
                 if sections else "")
@@ -186,7 +121,7 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
     is a bug and keeps its traceback. SIGINT, SIGTERM and SIGHUP stop the stage
     cleanly. Every output is written all-or-none (nn.atomic.all_or_none); under
     `dvc repro`, which deletes the outputs before the run, a failed run puts the
-    previous ones back (stages/outputs.py).
+    previous ones back (harness/outputs.py).
     """
     module = main.__globals__  # the stage module's namespace, even when runpy runs it
     name = command_name(module)
@@ -195,19 +130,17 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
     handler.setFormatter(_Prefixed(name))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     stage = os.environ.get("DVC_STAGE", "")  # set by dvc for the command of the stage it runs
-    for signum in STOPS:
-        signal.signal(signum, _stop)
+    signals.install()
     try:
         if stage:
-            _stop_with_dvc()
+            signals.stop_with_dvc()
         with all_or_none():
             if parser is None:
                 main()
             else:
                 main(args)
     except BaseException as exc:
-        for signum in STOPS:  # a second Ctrl-C or kill must not cut the clean-up short
-            signal.signal(signum, signal.SIG_IGN)
+        signals.ignore()
         expected = isinstance(exc, (StageError, ValueError, OSError, MemoryError, KeyboardInterrupt))
         bits, handler.first = handler.first, None  # not after the fact, before restore's lines or the error
         if bits and not expected:  # a bug: its report wants them

@@ -9,14 +9,17 @@ classes.json (a list), else "0".."C-1" for the C = max label + 1 classes.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
+from harness.errors import StageError
 from nn.data import IdxError, from_idx, images_problem
-from stages import download
-from stages.common import StageError, log
-from stages.datasets import FILES, Mirror
-from stages.sources import SourceError, digest, from_folder, from_mirror, is_url, open_file
+from sources import download
+from sources.catalog import FILES, Mirror
+from sources.origins import SourceError, digest, from_folder, from_mirror, is_url, open_file
+
+log = logging.getLogger(__name__)
 
 CLASS_FILES = ("classes.txt", "classes.json")  # optional, in the source, next to the idx files
 MAX_CLASS_FILE = 1 << 20

@@ -1,21 +1,18 @@
-"""Helpers shared by the stage scripts: paths, the expected error, reading and checking the files
-the stages hand each other. How a stage runs (command line, logging, errors, signals) is in
-stages/command.py."""
+"""The files the stages hand each other: where each lives, and how it is written, read and
+checked - a damaged or missing one is one StageError that says which stage to rerun."""
 
 from __future__ import annotations
 
 import json
-import logging
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from harness.errors import StageError
 from nn.atomic import write_text
 from nn.data import images_problem
-
-log = logging.getLogger("stages")
 
 DATA_RAW = Path("data/raw")
 DATA_PREPARED = Path("data/prepared")
@@ -28,15 +25,6 @@ METRICS = REPORTS / "metrics.json"
 CONFUSION = REPORTS / "confusion.json"
 FIGURES = REPORTS / "figures"
 REPORT = REPORTS / "report.md"
-
-
-def one_line(text: str) -> str:
-    """`text` on one line, nothing dropped: a file name with a newline in it shows as \\n."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
-class StageError(Exception):
-    """An expected failure: printed as one line, exit status 1."""
 
 
 def write_json(path: Path, data) -> None:

@@ -1,7 +1,7 @@
 """remote: check that a DVC remote can be used, in one line (not a DVC stage).
 
-    python -m stages.remote            # the default remote (.dvc/config, or config.local)
-    python -m stages.remote team       # a remote by name
+    python -m remote            # the default remote (.dvc/config, or config.local)
+    python -m remote team       # a remote by name
 
 It lists the remote's storage through DVC itself (the same client `dvc push`
 uses) and says, naming the remote, what stands in the way: an endpoint that does
@@ -17,8 +17,8 @@ import logging
 import re
 from pathlib import Path
 
-from stages.command import Parser, run
-from stages.common import StageError
+from harness.command import Parser, run
+from harness.errors import StageError
 
 # (words in the error DVC's file system raises, the cause in plain words, what to do)
 CAUSES = [
@@ -127,7 +127,7 @@ def check(name: str | None) -> str:
 
 
 def parser() -> Parser:
-    p = Parser(prog="python -m stages.remote", description=__doc__.strip(),
+    p = Parser(prog="python -m remote", description=__doc__.strip(),
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", nargs="?", help="the remote's name (default: the default remote)")
     return p

@@ -7,7 +7,7 @@ all become one `ParamsError` line naming the key. The returned sections record
 which keys the stage actually reads (see `ACCESSED`), so a test can prove that
 each stage reads exactly the keys dvc.yaml declares for it.
 
-The file is read as DVC reads it (stages/yaml_file.py: YAML 1.2, strict), so the
+The file is read as DVC reads it (params/yaml_file.py: YAML 1.2, strict), so the
 values a stage uses are the values `dvc params diff` and `dvc exp show` show.
 """
 
@@ -17,7 +17,7 @@ import difflib
 import math
 from pathlib import Path
 
-from stages.yaml_file import ParamsError, read, show, show_key
+from params.yaml_file import ParamsError, read, show, show_key
 
 PARAMS_FILE = Path("params.yaml")
 ACCESSED: set[str] = set()  # "section.key" read by the running stage

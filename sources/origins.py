@@ -7,7 +7,7 @@ Hostile input gets one line, not a traceback or the machine's memory: no file - 
 folder, or decompressed - may exceed MAX_IDX_BYTES (1 GiB), checked before its bytes are held
 (from its size, its Content-Length, its idx header, or a first decompression pass that keeps
 nothing); each HTTP request must finish within fetch.timeout seconds, by the clock
-(stages/download.py).
+(sources/download.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import math
 import os
 import pickle
@@ -30,9 +31,10 @@ from typing import BinaryIO
 import numpy as np
 
 from nn.data import HEADER_MAX, MAX_IDX_BYTES, IdxError, idx_header, to_idx
-from stages import download
-from stages.common import log
-from stages.datasets import FILES, Mirror
+from sources import download
+from sources.catalog import FILES, Mirror
+
+log = logging.getLogger(__name__)
 
 # Every file a source reads - downloaded, in a folder, or once decompressed - is held to this.
 CAP = f"{MAX_IDX_BYTES / 2 ** 30:g} GiB, the cap for one file (MAX_IDX_BYTES in nn/data.py)"

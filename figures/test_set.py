@@ -1,6 +1,6 @@
 """The figures about the test set: what the model answered, where it errs, how sure it is.
 
-Pure functions: arrays in, a matplotlib Figure out (stages/plots.py saves them).
+Pure functions: arrays in, a matplotlib Figure out (figures/report.py saves them).
 x: (N, H, W) or (N, H, W, C) uint8 images, y: (N,) labels, probs: (N, C) probabilities, classes: C names.
 """
 

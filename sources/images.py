@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages.common import StageError
+from harness.errors import StageError
 
 MAX_PIXELS = 80_000_000  # refused from the header, before decoding: a 64-MP phone photo still fits
 WORK_SIDE = 1600  # a larger image is shrunk to this longer side while it is read; a digit needs far less
