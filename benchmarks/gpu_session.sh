@@ -103,13 +103,13 @@ EOF
     start=$(date +%s.%N)
     timeout 240 dvc repro >>"$OUT/repro.log" 2>&1 || say "dvc repro $name: FAILED (repro.log)"
     wall=$(since $start)
-    say "$name: dvc repro ${wall}s; $($PY -c 'import json; t = json.load(open("reports/train/timing.json")); m = json.load(open("reports/metrics.json")); print("train", t["seconds"], "s,", t["seconds_per_epoch"], "s/epoch,", t["device"], "- test accuracy", m["test"]["accuracy"])' 2>&1)"
+    say "$name: dvc repro ${wall}s; $($PY -c 'import json; t = json.load(open("reports/train/timing.json")); m = json.load(open("reports/metrics.json")); print("train", t["seconds"], "s,", t["seconds_per_epoch"], "s/epoch,", t["device"], "- test accuracy", m["accuracy"])' 2>&1)"
     { echo "--- $name"; cat reports/train/timing.json reports/metrics.json; } >>"$OUT/repro.log" 2>&1
   done
   for dev in cpu gpu; do  # the CNN's evaluate stage alone, on either device (outputs left as they come)
     set_params evaluate.device=$dev; start=$(date +%s.%N)
     timeout 120 $PY -m stages.evaluate >>"$OUT/repro.log" 2>&1 || say "evaluate on $dev: FAILED (repro.log)"
-    say "cnn evaluate on $dev: $(since $start)s, test accuracy $($PY -c 'import json; print(json.load(open("reports/metrics.json"))["test"]["accuracy"])')"
+    say "cnn evaluate on $dev: $(since $start)s, test accuracy $($PY -c 'import json; print(json.load(open("reports/metrics.json"))["accuracy"])')"
   done
   cp "$TMP/params.yaml" params.yaml && rm -f "$TMP/params.yaml"
 fi

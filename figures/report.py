@@ -1,5 +1,5 @@
 """The one-page report, reports/report.md, and the checks of what it is written from: the
-model's training history and reports/metrics.json. Figures are saved here too, without
+model's training history and reports/scores.json. Figures are saved here too, without
 timestamps or version metadata, so a rerun gives the same bytes."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.errors import StageError  # noqa: E402
-from harness.files import FIGURES, METRICS, MODEL  # noqa: E402
+from harness.files import FIGURES, MODEL, SCORES  # noqa: E402
 from nn.atomic import atomic_file  # noqa: E402
 
 FIGURES_SHOWN = {  # file stem -> (title, what it shows), in report.md's order
@@ -36,8 +36,8 @@ def save(fig, name: str, dpi: int) -> None:
         f.write(buf.getvalue())
 
 
-def report(model, metrics: dict, history: list[dict], classes: list[str]) -> str:
-    t = metrics["test"]
+def report(model, scores: dict, history: list[dict], classes: list[str]) -> str:
+    t = scores
     training = model.spec.get("training", {})
     kept = weights_epoch(model, history)
     layers = " → ".join(layer.describe() for layer in model.layers)
@@ -61,7 +61,7 @@ def report(model, metrics: dict, history: list[dict], classes: list[str]) -> str
         "",
         "| accuracy | loss | macro F1 | top-3 accuracy | errors |",
         "|---|---|---|---|---|",
-        f"| {100 * t['accuracy']:.2f} % | {t['loss']:.4f} | {t['macro_f1']:.4f} | {100 * t['top3_accuracy']:.2f} % "
+        f"| {100 * t['accuracy']:.2f} % | {t['loss']:.4f} | {t['macro_f1']:.4f} | {100 * t['top3']:.2f} % "
         f"| {t['errors']} of {t['samples']} |",
         "",
         "## Per class",
@@ -69,8 +69,8 @@ def report(model, metrics: dict, history: list[dict], classes: list[str]) -> str
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
-    for name in classes:  # in the class list's order (metrics.json's keys are sorted)
-        c = metrics["per_class"][name]
+    for name in classes:  # in the class list's order (scores.json's keys are sorted)
+        c = scores["per_class"][name]
         lines.append(f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
     lines += ["", "## Figures", ""]
     for name, (title, what) in FIGURES_SHOWN.items():
@@ -106,12 +106,11 @@ def weights_epoch(model, history: list[dict]) -> int:
     return kept
 
 
-def check_metrics(metrics, classes: list[str]) -> dict:
-    """reports/metrics.json as evaluate writes it, for these classes."""
-    test = metrics.get("test") if isinstance(metrics, dict) else None
-    keys = ("accuracy", "loss", "macro_f1", "top3_accuracy", "errors", "samples")
-    per_class = metrics.get("per_class") if isinstance(test, dict) else None
-    if not (isinstance(test, dict) and all(isinstance(test.get(k), (int, float)) for k in keys)
-            and isinstance(per_class, dict) and sorted(per_class) == sorted(classes)):  # JSON keys are sorted
-        raise StageError(f"{METRICS}: not the metrics of this test split; rerun the evaluate stage (dvc repro)")
-    return metrics
+def check_scores(scores, classes: list[str]) -> dict:
+    """reports/scores.json as evaluate writes it, for these classes."""
+    keys = ("accuracy", "loss", "macro_f1", "top3", "errors", "samples")
+    per_class = scores.get("per_class") if isinstance(scores, dict) else None
+    if not (isinstance(per_class, dict) and all(isinstance(scores.get(k), (int, float)) for k in keys)
+            and sorted(per_class) == sorted(classes)):  # JSON keys are sorted
+        raise StageError(f"{SCORES}: not the scores of this test split; rerun the evaluate stage (dvc repro)")
+    return scores

@@ -1,8 +1,9 @@
 """evaluate: score the trained model on the test split.
 
--> reports/metrics.json (test accuracy, loss, macro F1, per-class precision /
-recall / F1; reproducible to the byte: the training time is in the train stage's
-own reports/train/timing.json), reports/confusion.json
+-> reports/metrics.json (the numbers runs are compared by, which `dvc metrics show` prints in
+one row: accuracy, loss, macro_f1, top3 - all on the test split - and the model's parameters),
+reports/scores.json (every number measured: those four, errors and samples, and precision /
+recall / F1 / support per class; what the plots stage reads), reports/confusion.json
 ({actual, predicted, count, actual_index, predicted_index} records, one per non-empty
 cell of the confusion matrix, for `dvc plots` and its template
 .dvc/plots/confusion_counts.json, which orders the axes by the indexes),
@@ -26,6 +27,7 @@ from harness.files import (
     METRICS,
     MODEL,
     PREDICTIONS,
+    SCORES,
     check_model_fits,
     load_split,
     write_json,
@@ -41,7 +43,8 @@ def r6(x) -> float:
 
 
 def score(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
-    """Test metrics from labels (N,), probabilities (N, C) and predicted classes (N,)."""
+    """Test scores from labels (N,), probabilities (N, C) and predicted classes (N,): accuracy,
+    loss, macro_f1, top3 (accuracy), errors, samples, and per_class precision, recall, f1, support."""
     # scikit-learn is imported where it is used: it takes 1.7 s, and a stage stopped by a bad
     # input, or asked for --help, should answer at once
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
@@ -50,18 +53,19 @@ def score(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: list[str]
     precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     top3 = np.argsort(-probs, axis=1, kind="stable")[:, :3]
     return {
-        "test": {
-            "accuracy": r6(accuracy_score(y, pred)),
-            "loss": r6(-np.log(np.maximum(probs[np.arange(len(y)), y].astype(np.float64), 1e-12)).mean()),
-            # over the classes in the test split or among the answers: a class with neither has no F1
-            "macro_f1": r6(f1_score(y, pred, average="macro", labels=np.union1d(y, pred), zero_division=0)),
-            "top3_accuracy": r6((top3 == y[:, None]).any(axis=1).mean()),
-            "errors": int((pred != y).sum()),
-            "samples": len(y),
-        },
+        "accuracy": r6(accuracy_score(y, pred)),
+        "loss": r6(-np.log(np.maximum(probs[np.arange(len(y)), y].astype(np.float64), 1e-12)).mean()),
+        # over the classes in the test split or among the answers: a class with neither has no F1
+        "macro_f1": r6(f1_score(y, pred, average="macro", labels=np.union1d(y, pred), zero_division=0)),
+        "top3": r6((top3 == y[:, None]).any(axis=1).mean()),
+        "errors": int((pred != y).sum()),
+        "samples": len(y),
         "per_class": {name: {"precision": r6(precision[i]), "recall": r6(recall[i]), "f1": r6(f1[i]),
                              "support": int(support[i])} for i, name in enumerate(classes)},
     }
+
+
+HEADLINE = ("accuracy", "loss", "macro_f1", "top3")  # of the scores: the metrics, with the parameter count
 
 
 def absent_note(per_class: dict) -> str | None:
@@ -96,15 +100,15 @@ def main() -> None:
         raise StageError(f"{MODEL}: its answers on the test images are not finite numbers (weights far too "
                          "large); retrain it (dvc repro -f train)")
     pred = probs.argmax(axis=1)
-    metrics = score(y, probs, pred, classes)
-    metrics["model"] = {"parameters": model.n_params}
-    write_json(METRICS, metrics)
+    scores = score(y, probs, pred, classes)
+    write_json(METRICS, {**{key: scores[key] for key in HEADLINE}, "parameters": model.n_params})
+    write_json(SCORES, scores)
     write_json(CONFUSION, confusion_records(y, pred, classes))
     write_npz(PREDICTIONS, {"probs": probs})
-    if note := absent_note(metrics["per_class"]):
+    if note := absent_note(scores["per_class"]):
         log.warning("%s", note)
-    log.info("test accuracy %.4f, loss %.4f, macro F1 %.4f", metrics["test"]["accuracy"],
-             metrics["test"]["loss"], metrics["test"]["macro_f1"])
+    log.info("test accuracy %.4f, loss %.4f, macro F1 %.4f, top-3 accuracy %.4f", scores["accuracy"],
+             scores["loss"], scores["macro_f1"], scores["top3"])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 import params
-from figures.report import FIGURES_SHOWN, check_history, check_metrics, report, save, weights_epoch
+from figures.report import FIGURES_SHOWN, check_history, check_scores, report, save, weights_epoch
 from figures.test_set import (
     confidence_figure,
     confusion_figure,
@@ -29,10 +29,10 @@ from harness.files import (
     DATA_PREPARED,
     FIGURES,
     HISTORY,
-    METRICS,
     MODEL,
     PREDICTIONS,
     REPORT,
+    SCORES,
     check_model_fits,
     load_split,
     read_json,
@@ -52,7 +52,7 @@ def main() -> None:
     if probs.shape != (len(y), len(classes)) or probs.dtype.kind != "f" or not np.isfinite(probs).all():
         raise StageError(f"{PREDICTIONS}: not finite probabilities of shape {(len(y), len(classes))} for the test "
                          f"split (got {probs.dtype} {probs.shape}); rerun evaluate (dvc repro)")
-    metrics = check_metrics(read_json(METRICS), classes)
+    scores = check_scores(read_json(SCORES), classes)
     model = serialize.load(MODEL)
     check_model_fits(model, MODEL, x, classes, DATA_PREPARED / "test.npz")
     history = check_history(model.spec.get("history"))
@@ -70,7 +70,7 @@ def main() -> None:
     }
     for name in FIGURES_SHOWN:  # one at a time: drawn, saved, closed
         save(figures[name](), f"{name}.png", dpi)
-    write_text(REPORT, report(model, metrics, history, classes))
+    write_text(REPORT, report(model, scores, history, classes))
     log.info("wrote %d figures to %s and %s", len(figures), FIGURES, REPORT)
 
 

@@ -3,9 +3,9 @@
 -> models/model.npz, with the training history inside it (one record per epoch,
 no timings, so it is reproducible to the byte; the plots stage writes it out as
 reports/train/history.json) - the stage's only output, so DVC's run cache can
-restore a whole training run from a remote - and reports/train/timing.json
-(seconds and throughput: a top-level metric in dvc.yaml, not a stage output, so
-dvc.lock does not change with it and no stage reads it).
+restore a whole training run from a remote. The time it took is in the log's last line and in
+reports/train/timing.json (seconds, throughput, where it ran): git-ignored and no stage's
+output, since a timing never repeats - dvc.lock and git stay clean after a rerun.
 """
 
 from __future__ import annotations

@@ -207,9 +207,8 @@ def test_after_early_stopping_the_report_and_curves_name_the_epoch_kept():
 
     history = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": 0.5, "val_loss": v, "val_acc": a}
                for e, v, a in ((1, 0.9, 0.40), (2, 0.5, 0.75), (3, 0.7, 0.60))]
-    metrics = {"test": {"accuracy": 0.7, "loss": 0.6, "macro_f1": 0.7, "top3_accuracy": 0.9, "errors": 3,
-                        "samples": 10}, "per_class": {c: {"precision": 1, "recall": 1, "f1": 1, "support": 1}
-                                                      for c in CLASSES}}
+    metrics = {"accuracy": 0.7, "loss": 0.6, "macro_f1": 0.7, "top3": 0.9, "errors": 3, "samples": 10,
+               "per_class": {c: {"precision": 1, "recall": 1, "f1": 1, "support": 1} for c in CLASSES}}
     m = model(mlp_spec((8, 8), [4]))
     assert weights_epoch(m, history) == 3  # no "epoch" recorded: the last
     assert "final val accuracy 60.00 %" in report(m, metrics, history, CLASSES)

@@ -20,7 +20,7 @@ from tests.project import DIGITS, GIB, Project, assert_clean_failure, env
 
 OUTPUTS = ["data/prepared/train.npz", "data/prepared/val.npz", "data/prepared/test.npz", "models/model.npz",
            "reports/train/history.json", "data/predictions/test.npz", "reports/confusion.json",
-           "reports/metrics.json", "reports/report.md", "reports/figures/predictions.png",
+           "reports/metrics.json", "reports/scores.json", "reports/report.md", "reports/figures/predictions.png",
            "reports/figures/misclassified.png", "reports/figures/confusion_matrix.png",
            "reports/figures/training_curves.png"]
 STAGES = ("fetch", "prepare", "train", "evaluate", "plots")
@@ -231,7 +231,7 @@ def test_a_batch_larger_than_the_data_needs_only_the_data_s_memory(project):
 
 
 @pytest.mark.parametrize("rel,write,pattern", [
-    ("reports/metrics.json", lambda p: p.write_text('{"test": {}}'), "not the metrics of this test split"),
+    ("reports/scores.json", lambda p: p.write_text('{"accuracy": 1}'), "not the scores of this test split"),
     ("data/predictions/test.npz", lambda p: np.savez(p, probs=np.zeros((3, 10), np.float32)), "not finite"),
     ("data/predictions/test.npz", lambda p: np.savez(p, probs=np.full((359, 10), np.nan, np.float32)),
      "not finite probabilities"),

@@ -20,7 +20,7 @@ from tests.project import DIGITS, Project, assert_clean_failure, env
 
 # the outputs of train, evaluate and plots, cached by DVC or tracked by git
 OUTPUTS = ["models/model.npz", "reports/train/history.json", "data/predictions/test.npz", "reports/confusion.json",
-           "reports/metrics.json", "reports/report.md", "reports/figures/predictions.png",
+           "reports/metrics.json", "reports/scores.json", "reports/report.md", "reports/figures/predictions.png",
            "reports/figures/misclassified.png", "reports/figures/confusion_matrix.png",
            "reports/figures/training_curves.png"]
 SLOW = {"model": {"hidden": [256, 256]}, "train": {"batch_size": 4, "epochs": 12}}  # ~0.5 s an epoch
@@ -92,7 +92,7 @@ def test_a_train_that_fails_under_dvc_keeps_the_previous_outputs(done, tmp_path)
 @pytest.mark.parametrize("stage,key,lost", [
     ("train", "train.lr", []),  # the model: in DVC's cache
     # git-tracked outputs: DVC keeps no copy of them (nor records these stages' runs)
-    ("evaluate", "evaluate.batch_size", ["reports/confusion.json", "reports/metrics.json"]),
+    ("evaluate", "evaluate.batch_size", ["reports/confusion.json", "reports/metrics.json", "reports/scores.json"]),
     ("plots", "plots.dpi", ["reports/report.md", "reports/figures", "reports/train/history.json"]),
 ])
 def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_path, stage, key, lost):
@@ -113,7 +113,7 @@ def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_
 
 
 @pytest.mark.parametrize("stage,key,committed", [
-    ("evaluate", "evaluate.batch_size", ["reports/confusion.json", "reports/metrics.json"]),
+    ("evaluate", "evaluate.batch_size", ["reports/confusion.json", "reports/metrics.json", "reports/scores.json"]),
     ("plots", "plots.dpi", ["reports/figures", "reports/report.md", "reports/train/history.json"]),
 ])
 def test_a_fresh_clone_gets_its_git_tracked_reports_back_from_the_commit(done, tmp_path, stage, key, committed):

@@ -110,6 +110,6 @@ def test_the_pipeline_with_the_keys_the_notebook_names_scores_what_the_notebook_
     for stage in ("fetch", "prepare", "train", "evaluate"):
         proc = project.stage(stage)
         assert proc.returncode == 0, proc.stderr
-    test = json.loads(project.read("reports/metrics.json"))["test"]
+    test = json.loads(project.read("reports/scores.json"))
     assert abs(test["accuracy"] - result(nb)["test_accuracy"]) <= 1 / test["samples"] + 1e-9, \
         (test["accuracy"], result(nb)["test_accuracy"])

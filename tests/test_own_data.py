@@ -82,7 +82,7 @@ NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 
 
 def test_class_names_out_of_sorted_order_go_through_the_whole_pipeline(tmp_path):
-    """metrics.json's keys are sorted; the report still lists the classes in their own order."""
+    """scores.json's keys are sorted; the report still lists the classes in their own order."""
     project = Project(tmp_path / "p", DIGITS)
     assert project.stage("fetch").returncode == 0
     folder = tmp_path / "idx"
@@ -90,8 +90,8 @@ def test_class_names_out_of_sorted_order_go_through_the_whole_pipeline(tmp_path)
     (folder / "classes.txt").write_text("\n".join(NAMES) + "\n")
     project.set_params({"fetch": {"dataset": "idx", "source": str(folder)}})
     assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
-    metrics = json.loads((project.path / "reports" / "metrics.json").read_text())
-    assert list(metrics["per_class"]) == sorted(NAMES)
+    scores = json.loads((project.path / "reports" / "scores.json").read_text())
+    assert list(scores["per_class"]) == sorted(NAMES)
     report = (project.path / "reports" / "report.md").read_text()
     rows = [line.split(" | ")[0].lstrip("| ") for line in report.splitlines()
             if line.startswith("| ") and line.split(" | ")[0].lstrip("| ") in NAMES]
@@ -104,7 +104,7 @@ def test_a_folder_of_images_trains_and_reruns_exactly_when_an_image_changes(proj
     make_images(source, 20)
     assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
     metrics = json.loads((project.path / "reports" / "metrics.json").read_text())
-    assert metrics["test"]["accuracy"] >= 0.9, metrics  # chance is 1/3
+    assert metrics["accuracy"] >= 0.9, metrics  # chance is 1/3
     meta = json.loads((project.path / "data" / "raw" / "dataset.json").read_text())
     assert meta["classes"] == list(SHAPES) and meta["shape"] == [10, 10, 1]
     assert meta["counts"] == {"train": 48, "test": 12} and len(meta["sha256"]) == 60
@@ -162,7 +162,7 @@ def test_rgb_images_train_a_cnn_on_three_channels_and_gray_cannot_tell_them_apar
     model = serialize.load(project.path / "models" / "model.npz")
     assert model.input_shape == (10, 10, 3) and model.layers[0].kind == "conv2d"
     assert model.named_parameters()["0.conv2d.W"].shape == (3 * 3 * 3, 8)  # 3x3 kernels over 3 channels
-    rgb = json.loads((project.path / "reports" / "metrics.json").read_text())["test"]["accuracy"]
+    rgb = json.loads((project.path / "reports" / "metrics.json").read_text())["accuracy"]
     assert rgb >= 0.9  # chance is 1/2
     # predict reads an image as fetch did: in colour, at the model's size
     big = np.full((40, 40, 3), 40, np.uint8)
@@ -173,7 +173,7 @@ def test_rgb_images_train_a_cnn_on_three_channels_and_gray_cannot_tell_them_apar
     # the same images in grey: the two colours are one grey level, and the model is left guessing
     project.set("fetch.color", "gray")
     assert project.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
-    gray = json.loads((project.path / "reports" / "metrics.json").read_text())["test"]["accuracy"]
+    gray = json.loads((project.path / "reports" / "metrics.json").read_text())["accuracy"]
     assert gray <= 0.8 and rgb - gray >= 0.2, (rgb, gray)  # 24 test images: chance is 0.5 +- 0.1
 
 

@@ -99,7 +99,7 @@ def experiments(project: Project) -> dict[str, dict]:
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
             metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data", {})
             found[exp["name"]] = {"params": flatten(params),
-                                  "accuracy": (metrics.get("test") or {}).get("accuracy")}
+                                  "accuracy": metrics.get("accuracy")}
     return found
 
 
