@@ -113,3 +113,47 @@ def test_the_pipeline_with_the_keys_the_notebook_names_scores_what_the_notebook_
     test = json.loads(project.read("reports/scores.json"))
     assert abs(test["accuracy"] - result(nb)["test_accuracy"]) <= 1 / test["samples"] + 1e-9, \
         (test["accuracy"], result(nb)["test_accuracy"])
+
+
+def test_jupyter_lab_opens_the_tour(tmp_path):
+    """The README's line opens the tour with `jupyter lab` (the [notebook] extra): here the same
+    server, without a browser, on 127.0.0.1 with a token, serves notebooks/tour.ipynb whole."""
+    import secrets
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.project import env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}", "notebooks/tour.ipynb",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],  # a user's is not root; this machine's tests are
+        cwd=ROOT, env={**env(), **{f"JUPYTER_{kind.upper()}_DIR": str(tmp_path / kind)
+                                   for kind in ("config", "data", "runtime")}},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents/notebooks/tour.ipynb?token={token}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    served = json.loads(answer.read())
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.time() < deadline, "jupyter lab did not answer in 60 s"
+                time.sleep(0.5)
+        assert served["type"] == "notebook"
+        sources = ["".join(cell["source"]) for cell in json.loads(NOTEBOOK.read_text())["cells"]]
+        assert [cell["source"] for cell in served["content"]["cells"]] == sources
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab/tree/notebooks/tour.ipynb?token={token}") as page:
+            assert b"JupyterLab" in page.read()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
