@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable
@@ -96,7 +97,8 @@ def _stage_epilog(name: str) -> str:
                     f"changed since the last commit.")
     else:
         said.append("Run it from the project's root, as `dvc repro` does.")
-    return textwrap.fill(" ".join(said), width=88)
+    text = re.sub(r"`[^`]*`", lambda code: code[0].replace(" ", "\0"), " ".join(said))  # a command stays whole
+    return textwrap.fill(text, width=88).replace("\0", " ")
 
 
 def _parse(module: dict, name: str, parser: argparse.ArgumentParser | None) -> argparse.Namespace:
