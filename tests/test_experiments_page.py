@@ -1,12 +1,12 @@
-"""README "Experimenting", followed top to bottom in a throw-away project on the 8x8 digits.
+"""docs/experiments.md, followed top to bottom in a throw-away project on the 8x8 digits.
 
-The commands of the section's ```bash blocks run as written, in order, in a fresh git + DVC copy
+The commands of the page's ```bash blocks run as written, in order, in a fresh git + DVC copy
 whose committed baseline has the digits params (tests/project.py DIGITS: 6 epochs, a 32-unit
 network), so each run takes seconds; the commands' own `-S` values (`train.epochs=12`,
 `model.hidden=[1024,512]`, ...) are kept. What the test does differently, and why:
 
-* `. .venv/bin/activate` is not run: the copy has no venv, and every command already runs with
-  this interpreter's bin first on PATH (tests/project.py env()).
+* `. .venv/bin/activate` is not run (tests/docs.py NOT_RUN): the copy has no venv, and every
+  command already runs with this interpreter's bin first on PATH (tests/project.py env()).
 * a command that sets `train.device=gpu` runs with `train.device=cpu` where no GPU is usable:
   the run, its experiment and the param column it adds to the tables are the same on every
   machine (the tables' width was once checked only where no GPU ran, and a GPU machine's was wider).
@@ -16,13 +16,13 @@ network), so each run takes seconds; the commands' own `-S` values (`train.epoch
   DVC's "unexpected error - Expecting value" is asked again (tests/project.py queue_status).
 * every command's output goes to a file, never a pipe (the queue's workers outlive
   `dvc queue start`, see tests/test_queue.py).
-* `dvc exp show` and `dvc metrics show` run with COLUMNS=1000, so that rich prints every column
-  in full instead of shrinking them to the terminal: their width is the table's own.
+* `dvc exp show` runs in a terminal of 120 columns (a pseudo-terminal, its pager `cat`), as a
+  user's, so that what it prints is what a user sees.
 
 Checked: every command exits 0; every experiment has exactly the committed baseline's params but
 for the keys its `-S` names (a sweep: one run per combination of its values), and test metrics;
-the `dvc exp show` tables fit in 120 columns; the section leaves the workspace as the committed
-baseline it started from (params.yaml, dvc.lock, reports/, the model).
+the `dvc exp show` tables fit in 120 columns with no cell cut short (`…`); the page leaves the
+workspace as the committed baseline it started from (params.yaml, dvc.lock, reports/, the model).
 """
 
 from __future__ import annotations
@@ -36,23 +36,11 @@ import subprocess
 import pytest
 import yaml
 
-from tests.project import DIGITS, ROOT, Project, env
+from tests.docs import section_commands
+from tests.project import DIGITS, Project, env
+from tests.terminal import WIDTH, in_terminal, too_wide
 
-SECTION = "## Experimenting"
-WIDTH = 120  # the terminal the README's table commands are meant to fit
-
-
-def section_commands(readme: str, heading: str = SECTION) -> list[str]:
-    """The commands of the ```bash blocks under `heading`, in order; `\\`-continued lines joined."""
-    start = readme.index(heading + "\n")
-    end = readme.find("\n## ", start + len(heading))
-    text = readme[start:end if end != -1 else len(readme)]
-    commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
-        for command in re.sub(r"\\\n", " ", block).splitlines():
-            if command.strip() and not command.lstrip().startswith("#"):
-                commands.append(command.strip())
-    return commands
+PAGE, SECTION = "docs/experiments.md", "# Experiments"
 
 
 def split_top_level(value: str) -> list[str]:
@@ -113,16 +101,18 @@ def gpu_usable() -> bool:
     return True
 
 
-def table_width(output: str) -> int:
-    return max((len(line.rstrip()) for line in output.splitlines()), default=0)
-
-
 def run(project: Project, command: str, log) -> str:
-    """Run one README command with bash in the project; its output goes through a file."""
-    extra = {"COLUMNS": "1000"} if re.match(r"dvc (exp|metrics) show", command) else {}
+    """Run one command of the page with bash in the project; its output goes through a file
+    (never a pipe: the queue's workers outlive `dvc queue start`). `dvc exp show` runs in a
+    120-column terminal instead, and must fit it."""
+    if command.startswith("dvc exp show"):
+        status, output = in_terminal(command, project.path, env())
+        assert status == 0, f"{command!r} exited {status}:\n{output}"
+        assert too_wide(output) == [], f"{command!r} does not fit {WIDTH} columns:\n{output}"
+        return output
     log.seek(0)
     log.truncate()
-    proc = subprocess.run(["bash", "-c", command], cwd=project.path, env={**env(), **extra},
+    proc = subprocess.run(["bash", "-c", command], cwd=project.path, env=env(),
                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log.seek(0)
     output = log.read()
@@ -131,12 +121,12 @@ def run(project: Project, command: str, log) -> str:
 
 
 def test_the_section_has_experiments_that_name_their_params():
-    runs = [c for c in section_commands((ROOT / "README.md").read_text()) if c.startswith("dvc exp run")]
+    runs = [c for c in section_commands(PAGE, SECTION) if c.startswith("dvc exp run")]
     assert len(runs) >= 3 and all(set_params(c) for c in runs), runs
 
 
-def test_experimenting_section_top_to_bottom(tmp_path):
-    commands = section_commands((ROOT / "README.md").read_text())
+def test_the_experiments_page_top_to_bottom(tmp_path):
+    commands = section_commands(PAGE, SECTION)
     project = Project(tmp_path / "p", DIGITS)
     project.repro()
     project.commit("baseline run")
@@ -146,13 +136,9 @@ def test_experimenting_section_top_to_bottom(tmp_path):
     has_gpu = gpu_usable()
 
     owner: dict[str, str] = {}  # experiment name -> the command that made it
-    widths: dict[str, int] = {}
-    skipped = []
+    tables = []
     with open(tmp_path / "command.log", "w+") as log:
         for command in commands:
-            if command.startswith((". ", "source ")):
-                skipped.append(command)
-                continue
             if "train.device=gpu" in command and not has_gpu:
                 command = command.replace("train.device=gpu", "train.device=cpu")
             if command.startswith("dvc queue status"):  # "again until all four read Success"
@@ -165,8 +151,8 @@ def test_experimenting_section_top_to_bottom(tmp_path):
                 made = set(re.findall(r"Queued experiment '([^']+)'", output)) or project.exp_refs() - before
                 assert made, f"{command!r} made no experiment:\n{output}"
                 owner.update(dict.fromkeys(made, command))
-            if re.match(r"dvc (exp|metrics) show", command):
-                widths[command] = table_width(output)
+            if command.startswith("dvc exp show"):
+                tables.append(output)
 
     project.dvc("queue", "stop", check=False)  # idle workers would otherwise linger a while
 
@@ -187,9 +173,8 @@ def test_experimenting_section_top_to_bottom(tmp_path):
             got.append({k: params[k] for k in grid})
         assert sorted(map(repr, got)) == sorted(map(repr, combos)), (command, got)
 
-    # the tables the README calls narrow are
-    narrow = {c: w for c, w in widths.items() if c.startswith("dvc exp show")}
-    assert narrow and all(w <= WIDTH for w in narrow.values()), widths
+    # the page compares the runs in tables that fit a terminal (run() checked each one's width)
+    assert len(tables) >= 2 and all(name in "".join(tables) for name in owner if "--queue" not in owner[name])
 
     # and the workspace is the baseline again
     for rel, data in committed.items():
@@ -197,8 +182,7 @@ def test_experimenting_section_top_to_bottom(tmp_path):
     assert project.read("models/model.npz") == model
     dirty = [line for line in project.git("status", "--porcelain").splitlines() if "dvc_plots" not in line]
     assert not dirty, dirty
-    print("skipped:", skipped)
-    print("table widths:", json.dumps(widths, indent=1))
+    print("\n\n".join(tables))
 
 
 @pytest.mark.parametrize("command,expected", [

@@ -4,6 +4,7 @@ batches with a bad file, and clear errors - size bombs refused before decoding."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -448,3 +449,24 @@ def test_a_folder_and_a_file_name_with_a_newline_get_one_whole_line(tmp_path):
         open_image(bad)
     assert one_line(str(info.value)).startswith(f"{tmp_path}/bad\\nname.png: not an image")
     assert "\n" not in one_line(str(info.value))
+
+
+def test_the_handwriting_commands_as_written(tmp_path):
+    """docs/own-data.md's predict commands, as written, where the page's files exist: a model
+    trained on the digits, and my_digit.png and another.jpg drawn beside it. One line per image,
+    its three most likely classes; --json gives the same answers for a program."""
+    from tests.docs import section_commands
+    from tests.project import DIGITS, Project
+
+    project = Project(tmp_path / "p", DIGITS)
+    for stage in ("fetch", "prepare", "train"):
+        assert project.stage(stage).returncode == 0
+    Image.fromarray(seven()).save(project.path / "my_digit.png")
+    Image.fromarray(seven(ink=30, paper=220)).convert("RGB").save(project.path / "another.jpg")
+    plain, as_json = section_commands("docs/own-data.md", "## Try it on your own handwriting")
+    lines = project.run("bash", "-c", plain).stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["my_digit.png", "another.jpg"], lines
+    assert all(re.fullmatch(r"[\w.]+: (\d \(\d\.\d{3}\), ){2}\d \(\d\.\d{3}\)", line) for line in lines), lines
+    answers = json.loads(project.run("bash", "-c", as_json).stdout)
+    assert [a["image"] for a in answers] == ["my_digit.png"] and len(answers[0]["top"]) == 3
+    assert lines[0].startswith(f"my_digit.png: {answers[0]['top'][0]['class']} (")

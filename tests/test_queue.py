@@ -22,7 +22,7 @@ def experiments(show: list) -> list[dict]:
                 params = data["params"]["params.yaml"]["data"]
                 metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
                 found.append({"name": node["name"], "lr": params["train"]["lr"],
-                              "accuracy": metrics.get("test", {}).get("accuracy")})
+                              "accuracy": metrics.get("accuracy")})
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):

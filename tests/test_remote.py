@@ -17,7 +17,10 @@ import uuid
 import pytest
 import yaml
 
+from tests.docs import section_commands
 from tests.project import DIGITS, Project, assert_clean_failure, env
+
+PAGE, SECTION = "docs/team.md", "# Working as a team"
 
 CACHED = ["data/raw/train-images-idx3-ubyte", "data/prepared/train.npz", "data/prepared/test.npz",
           "models/model.npz", "data/predictions/test.npz"]
@@ -315,3 +318,48 @@ def test_the_remote_check_on_http_a_missing_plugin_and_a_file(tmp_path):
         assert out.startswith(f"remote 't' ({url}): the server answers (an http remote cannot be listed"), out
     finally:
         server.shutdown()
+
+
+def test_the_team_page_as_written(s3, tmp_path, home):
+    """docs/team.md's commands, run as written in two clones, A and a colleague's B, sharing a git
+    remote (a bare repository, `origin`) and a real S3 server. Filled in, as a reader would: the
+    bucket for BUCKET, the server's URL for https://s3.example.com, its keys for the `…`s.
+    B runs the page's `remote add` lines too ("after the same remote add"); `pip install` is not
+    run (tests/docs.py NOT_RUN)."""
+    steps = section_commands(PAGE, SECTION)
+    assert [s.split()[:3] for s in steps] == [
+        ["dvc", "remote", "add"], ["dvc", "remote", "modify"], ["dvc", "remote", "modify"], ["export",
+        "AWS_ACCESS_KEY_ID=…", "AWS_SECRET_ACCESS_KEY=…"], ["python", "-m", "remote"], ["dvc", "push", "--run-cache"],
+        ["dvc", "pull", "--run-cache"], ["dvc", "repro", "--pull"], ["dvc", "exp", "run"], ["dvc", "exp", "pull"]]
+    bucket = new_bucket(s3)
+    filled = [s.replace("s3://BUCKET/", f"s3://{bucket}/").replace("https://s3.example.com", s3)
+              .replace("…", "testing") for s in steps]
+    set_up, share, colleague = filled[:5], filled[5], filled[6:8]
+    experiment, colleague_experiment = filled[8], filled[9]
+
+    def bash(project, lines):
+        proc = subprocess.run(["bash", "-ec", "\n".join(lines)], cwd=project.path, env=env(), capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, f"{lines} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout + proc.stderr
+
+    a = Project(tmp_path / "a", DIGITS)
+    assert a.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
+    a.commit("a run")
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    a.git("remote", "add", "origin", str(origin))
+    a.git("push", "-q", "origin", "HEAD")
+    said = bash(a, set_up + [share])
+    assert f"remote 'team' (s3://{bucket}/mnist): reachable" in said, said
+
+    b = clone(origin, tmp_path / "b")
+    said = bash(b, set_up[:-1] + colleague)
+    assert "Running stage 'train'" not in said, said  # nothing trains again: the model came from the remote
+    assert snapshot(b) == snapshot(a) and b.status() == {}
+
+    keys = set_up[3]  # each shell its own: the export again
+    bash(a, [keys, experiment])
+    model = a.read("models/model.npz")
+    said = bash(b, [keys, colleague_experiment])
+    assert "seed2" in said and b.read("models/model.npz") == model, said
