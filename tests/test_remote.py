@@ -96,7 +96,7 @@ def new_bucket(endpoint: str) -> str:
 
 
 def use_s3(project, endpoint: str, bucket: str) -> None:
-    """The README's team set-up: the whole remote in .dvc/config.local, the default for this clone."""
+    """docs/team.md's set-up: the whole remote in .dvc/config.local, the default for this clone."""
     project.dvc("remote", "add", "--local", "--default", "team", f"s3://{bucket}/store")
     project.dvc("remote", "modify", "--local", "team", "endpointurl", endpoint)
 
@@ -267,7 +267,7 @@ def test_a_file_missing_from_the_remote_is_named_and_the_rest_is_pulled(team_a, 
 
 
 def test_a_corrupted_object_in_the_remote_is_caught_by_dvc_hash_check(team_a, s3, tmp_path):
-    """With `verify = true` on the remote (the README's team set-up), DVC hashes what it downloads."""
+    """With `verify = true` on the remote (docs/team.md's set-up), DVC hashes what it downloads."""
     a, _, _, _ = team_a
     bucket, key = pushed_elsewhere(a, s3, tmp_path)
     client = s3_client(s3)
