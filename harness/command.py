@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from harness import outputs, pins, signals
 from harness.errors import StageError, describe_os_error, one_line
+from nn import stops
 from nn.atomic import all_or_none
 
 log = logging.getLogger(__name__)
@@ -119,9 +121,11 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
     loaders raise it), OSError (a disk or permission problem: the line names the
     file) and MemoryError (`memory_hint` says which params to lower). Anything else
     is a bug and keeps its traceback. SIGINT, SIGTERM and SIGHUP stop the stage
-    cleanly. Every output is written all-or-none (nn.atomic.all_or_none); under
-    `dvc repro`, which deletes the outputs before the run, a failed run puts the
-    previous ones back (harness/outputs.py).
+    cleanly, wherever they land (harness/signals.py): exit status 128 + the signal's
+    number (130, 143, 129), until every output is in place; from then on they are
+    ignored. Every output is written all-or-none (nn.atomic.all_or_none); under
+    `dvc repro`, which deletes the outputs that are not `persist` before the run, a
+    failed or stopped run puts the previous ones back (harness/outputs.py).
     """
     module = main.__globals__  # the stage module's namespace, even when runpy runs it
     name = command_name(module)
@@ -131,7 +135,9 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     stage = os.environ.get("DVC_STAGE", "")  # set by dvc for the command of the stage it runs
     signals.install()
+    written = False
     try:
+        stops.check()  # a stop during the imports (signals.early recorded it)
         if stage:
             signals.stop_with_dvc()
         with all_or_none():
@@ -139,9 +145,14 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
                 main()
             else:
                 main(args)
+        written = True
+        if signals.settle() is not None:  # a stop during the renames: the run does not count
+            stops.check()
     except BaseException as exc:
         signals.ignore()
-        expected = isinstance(exc, (StageError, ValueError, OSError, MemoryError, KeyboardInterrupt))
+        stopped = stops.received()  # a stop comes first, whatever it raised (a worker's pipe closing, ...)
+        expected = stopped is not None or isinstance(exc, (StageError, ValueError, OSError, MemoryError,
+                                                           KeyboardInterrupt))
         bits, handler.first = handler.first, None  # not after the fact, before restore's lines or the error
         if bits and not expected:  # a bug: its report wants them
             print(f"{name}: {bits}", file=sys.stderr)
@@ -149,8 +160,9 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
             outputs.restore(stage, log)
         if not expected:
             raise
-        if isinstance(exc, KeyboardInterrupt):
-            message, status = f"interrupted ({exc.args[0] if exc.args else 'SIGINT'}); no output was changed", 130
+        if stopped is not None or isinstance(exc, KeyboardInterrupt):
+            changed = "; no output was changed" if stage or not written else "; its outputs were all written"
+            message, status = f"interrupted ({stops.name(stopped or signal.SIGINT)}){changed}", signals.status(stopped)
         elif isinstance(exc, MemoryError):
             message, status = "out of memory" + (f"; {memory_hint}" if memory_hint else ""), 1
         elif isinstance(exc, OSError):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nn import stops
+
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp; fixed for byte-identical files
 _STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
@@ -60,27 +62,40 @@ def _check(path: Path, is_dir: bool) -> None:
 
 @contextmanager
 def all_or_none():
-    """Hold back every atomic write made in the block; on success rename them all into place
-    (with SIGINT/SIGTERM/SIGHUP deferred for those few microseconds), on failure remove them.
-    Every target is checked before the first rename, so none is renamed if one cannot be."""
+    """Hold back every atomic write made in the block; on success rename them all into place,
+    on failure remove them. Every target is checked before the first rename, so none is renamed
+    if one cannot be.
+
+    A stop signal received before the renames keeps every output as it was, also one whose
+    KeyboardInterrupt never got here (swallowed in a finaliser, caught by a library): the
+    handler recorded it (nn/stops.py), and it is checked here, before the first rename. The
+    renames themselves run deferred: a stop during them is recorded, for the caller to find in
+    stops.received() (SIGINT/SIGTERM/SIGHUP are also blocked in this thread, for a process
+    whose handlers do not record)."""
     held: list = []
+    done = 0
     token = _held.set(held)
     try:
-        yield
-        for _, _, path, is_dir in held:
-            _check(path, is_dir)
+        try:
+            yield
+        finally:
+            _held.reset(token)
+        with stops.deferred(deliver=False):
+            for _, _, path, is_dir in held:
+                _check(path, is_dir)
+            stops.check()
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+            try:
+                for commit, _, _, _ in held:
+                    commit()
+                    done += 1
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     except BaseException:
-        for _, discard, _, _ in held:
-            discard()
+        with stops.deferred():  # the clean-up is not cut short either
+            for _, discard, _, _ in held[done:]:
+                discard()
         raise
-    finally:
-        _held.reset(token)
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
-    try:
-        for commit, _, _, _ in held:
-            commit()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextmanager
@@ -88,18 +103,21 @@ def atomic_file(path, mode: str = "wb"):
     """`with atomic_file(p) as f: f.write(...)` - p appears only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise _naming(exc, path) from None
-    try:
+        with stops.deferred():  # no stop between the file's making and its name being known
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            except OSError as exc:
+                raise _naming(exc, path) from None
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:  # e.g. ENOSPC from a write
             raise _naming(exc, path) from None
         raise
@@ -111,12 +129,15 @@ def atomic_dir(path):
     """`with atomic_dir(d) as tmp: write files into tmp` - d is replaced whole on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = None
     try:
+        with stops.deferred():  # no stop between the folder's making and its name being known
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
     def commit() -> None:

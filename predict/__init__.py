@@ -7,6 +7,7 @@ Importing the package first pins what decides the bits, before NumPy loads (harn
 so predict computes what the pipeline computes.
 """
 
-from harness import pins
+from harness import pins, signals
 
 pins.apply()
+signals.early()  # a stop during the imports is kept for run() to honour

@@ -5,6 +5,7 @@ Importing the package first pins what decides the bits, before NumPy loads
 with AVX2.
 """
 
-from harness import pins
+from harness import pins, signals
 
 pins.apply()
+signals.early()  # a stop during the imports is kept for run() to honour
