@@ -140,6 +140,10 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
         stops.check()  # a stop during the imports (signals.early recorded it)
         if stage:
             signals.stop_with_dvc()
+        if parser is None and (where := outputs.unwritable(name)):
+            folder, out = where
+            raise StageError(f"{folder}/: not writable, and {name} writes {out} there; make the folder writable "
+                             f"(chmod u+w {folder}) and rerun - no output was changed")
         with all_or_none():
             if parser is None:
                 main()
