@@ -99,6 +99,19 @@ def probe(name: str, url: str, odb) -> str | None:
             made.insert(0, missing)
             missing = fs.parent(missing)
     try:
+        return _write_and_remove(name, url, odb, folder, path, made)
+    except KeyboardInterrupt:  # a stop (Ctrl-C, kill): the probe is not left behind either
+        for remove in (lambda: fs.rm_file(path), lambda: _remove_folders(fs, made)):
+            try:
+                remove()
+            except Exception:
+                pass
+        raise
+
+
+def _write_and_remove(name: str, url: str, odb, folder: str, path: str, made: list) -> str | None:
+    fs, local = odb.fs, odb.fs.protocol == "local"
+    try:
         if made:
             fs.makedirs(folder, exist_ok=True)
         fs.pipe_file(path, PROBE)
