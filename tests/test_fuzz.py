@@ -34,6 +34,13 @@ SEEDS = targets.seeds()
 EXAMPLES = {"params": 300, "idx": 300, "idx_gz": 200, "model": 300, "image": 200, "dataset": 300}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scratch():
+    """The targets' scratch folder goes with the module's last test."""
+    yield
+    targets.cleanup()
+
+
 @st.composite
 def mutated(draw, seeds: list[bytes]) -> bytes:
     """A valid file with a few bytes changed, inserted or deleted, or cut short."""
