@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,7 +83,9 @@ def child_atheris(target: str, runs: int, tally: Tally) -> None:
                 fn(b"")
             except Exception:
                 pass
-    corpus = Path(tempfile.mkdtemp(prefix=f"corpus-{target}-"))
+    corpus = Path(os.environ["FUZZ_SCRATCH"]) / "corpus" if os.environ.get("FUZZ_SCRATCH") else \
+        Path(tempfile.mkdtemp(prefix=f"corpus-{target}-"))
+    corpus.mkdir(parents=True, exist_ok=True)
     for i, data in enumerate(fuzz_targets.seeds()[target]):
         (corpus / f"seed-{i}").write_bytes(data)
     fn = fuzz_targets.TARGETS[target]
@@ -154,7 +157,8 @@ def campaign(args) -> int:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--target", target, "--runs", str(runs),
                    "--engine", engine, "--out", str(out), "--crashes", str(crashes)]
             log = open(work / f"{target}.log", "w")
-            running.append((target, out, log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
+            env = dict(os.environ, FUZZ_SCRATCH=str(work / f"{target}-files"))  # removed with `work`
+            running.append((target, out, log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
         time.sleep(0.5)
         for item in [r for r in running if r[3].poll() is not None]:
             running.remove(item)
@@ -179,6 +183,8 @@ def campaign(args) -> int:
     total_crashes = sum(r["crashes"] for r in results.values())
     print(f"all: {total_inputs} inputs, {total_crashes} crashes, {time.perf_counter() - began:.0f} s "
           f"({engine}, {args.jobs} at a time)")
+    shutil.rmtree(work, ignore_errors=True)  # logs, results, the targets' files (the crashing inputs are kept)
+    fuzz_targets.cleanup()
     return 1 if total_crashes else 0
 
 

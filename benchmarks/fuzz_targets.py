@@ -23,15 +23,25 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-# the bytes are written to files in here (the readers take paths), one folder per process
-_SCRATCH = Path(tempfile.mkdtemp(prefix="fuzz-"))
+# the bytes are written to files in here (the readers take paths): $FUZZ_SCRATCH, or a folder
+# of this process's own, made when first needed
+_SCRATCH: Path | None = None
+
+
+def _folder() -> Path:
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = Path(os.environ.get("FUZZ_SCRATCH") or tempfile.mkdtemp(prefix="fuzz-"))
+        _SCRATCH.mkdir(parents=True, exist_ok=True)
+    return _SCRATCH
 
 
 def _file(name: str, data: bytes) -> Path:
-    path = _SCRATCH / name
+    path = _folder() / name
     path.write_bytes(data)
     return path
 
@@ -130,7 +140,7 @@ def _model_bytes(kind: str) -> bytes:
     spec = mlp_spec((8, 8), [6], "relu") if kind == "mlp" else cnn_spec((8, 8, 1), [2], [4], n_classes=3)
     net = Sequential(spec)
     net.init_params(np.random.default_rng(0))
-    path = _SCRATCH / f"seed-{kind}.npz"
+    path = _folder() / f"seed-{kind}.npz"
     serialize.save(net, path)
     return path.read_bytes()
 
@@ -173,12 +183,9 @@ def seeds() -> dict[str, list[bytes]]:
     }
 
 
-def scratch_size() -> int:
-    """Bytes left in the scratch folder (the targets leave one file per name)."""
-    return sum(p.stat().st_size for p in _SCRATCH.iterdir())
-
-
 def cleanup() -> None:
-    for p in _SCRATCH.iterdir():
-        p.unlink()
-    os.rmdir(_SCRATCH)
+    """Remove the scratch folder (and what the targets left in it)."""
+    global _SCRATCH
+    if _SCRATCH is not None:
+        shutil.rmtree(_SCRATCH, ignore_errors=True)
+        _SCRATCH = None
