@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 import textwrap
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from harness import outputs, pins, signals
 from harness.errors import StageError, describe_os_error, one_line
+from nn import atomic
 from nn.atomic import all_or_none
 
 log = logging.getLogger(__name__)
@@ -121,9 +123,11 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
     loaders raise it), OSError (a disk or permission problem: the line names the
     file) and MemoryError (`memory_hint` says which params to lower). Anything else
     is a bug and keeps its traceback. SIGINT, SIGTERM and SIGHUP stop the stage
-    cleanly. Every output is written all-or-none (nn.atomic.all_or_none); under
-    `dvc repro`, which deletes the outputs before the run, a failed run puts the
-    previous ones back (harness/outputs.py).
+    cleanly, wherever they land (harness/signals.py): exit status 128 + the signal's
+    number (130, 143, 129), until every output is in place; from then on they are
+    ignored. Every output is written all-or-none (nn.atomic.all_or_none); under
+    `dvc repro`, which deletes the outputs that are not `persist` before the run, a
+    failed or stopped run puts the previous ones back (harness/outputs.py).
     """
     module = main.__globals__  # the stage module's namespace, even when runpy runs it
     name = command_name(module)
@@ -133,17 +137,28 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     stage = os.environ.get("DVC_STAGE", "")  # set by dvc for the command of the stage it runs
     signals.install()
+    written = False
     try:
+        atomic.check_stop()  # a stop during the imports (signals.early recorded it)
         if stage:
             signals.stop_with_dvc()
+        if parser is None and (where := outputs.unwritable(name)):
+            folder, out = where
+            raise StageError(f"{folder}/: not writable, and {name} writes {out} there; make the folder writable "
+                             f"(chmod u+w {folder}) and rerun - no output was changed")
         with all_or_none():
             if parser is None:
                 main()
             else:
                 main(args)
+        written = True
+        if signals.settle() is not None:  # a stop during the renames: the run does not count
+            atomic.check_stop()
     except BaseException as exc:
         signals.ignore()
-        expected = isinstance(exc, (StageError, ValueError, OSError, MemoryError, KeyboardInterrupt))
+        stopped = atomic.stop_received()  # a stop comes first, whatever it raised (a worker's pipe closing, ...)
+        expected = stopped is not None or isinstance(exc, (StageError, ValueError, OSError, MemoryError,
+                                                           KeyboardInterrupt))
         bits, handler.first = handler.first, None  # not after the fact, before restore's lines or the error
         if bits and not expected:  # a bug: its report wants them
             print(f"{name}: {bits}", file=sys.stderr)
@@ -151,8 +166,10 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
             outputs.restore(stage, log)
         if not expected:
             raise
-        if isinstance(exc, KeyboardInterrupt):
-            message, status = f"interrupted ({exc.args[0] if exc.args else 'SIGINT'}); no output was changed", 130
+        if stopped is not None or isinstance(exc, KeyboardInterrupt):
+            changed = "; no output was changed" if stage or not written else "; its outputs were all written"
+            message = f"interrupted ({atomic.signal_name(stopped or signal.SIGINT)}){changed}"
+            status = signals.status(stopped)
         elif isinstance(exc, MemoryError):
             message, status = "out of memory" + (f"; {memory_hint}" if memory_hint else ""), 1
         elif isinstance(exc, OSError):

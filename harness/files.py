@@ -40,6 +40,12 @@ def read_json(path: Path):
         raise StageError(f"{path}: not found; run the stage that makes it first (dvc repro)") from None
     except json.JSONDecodeError as exc:
         raise StageError(f"{path}: not valid JSON ({exc}); rerun the stage that makes it") from None
+    except UnicodeDecodeError as exc:  # found by fuzzing: it was printed without the file's name
+        raise StageError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                         "rerun the stage that makes it") from None
+    except RecursionError:  # [[[[... nested past Python's limit (found reviewing the fuzz targets)
+        raise StageError(f"{path}: nested too deeply to be what a stage writes; rerun the stage that makes it"
+                         ) from None
 
 
 def read_npz(path: Path, keys: tuple[str, ...], stage: str) -> dict[str, np.ndarray]:

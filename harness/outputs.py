@@ -1,6 +1,7 @@
 """A stage's outputs survive a failed or interrupted `dvc repro`.
 
-`dvc repro` deletes a stage's outputs before it runs the stage's command. If the
+`dvc repro` deletes a stage's outputs before it runs the stage's command (all but
+those dvc.yaml marks `persist: true`: fetch's, evaluate's and plots', see dvc.yaml). If the
 command then fails or is stopped (Ctrl-C, `kill`), the workspace would be left
 without them - including the git-tracked reports, which DVC keeps no copy of.
 So each stage, when it fails under DVC, puts back every output that dvc.lock
@@ -14,8 +15,13 @@ stage had begun to fill, a file of the failed run - taking the bytes from
     stage (a fresh clone: DVC keeps no copy of them, and there is no kept copy yet),
 
 and only bytes whose md5 is the one dvc.lock records: the workspace ends up as
-dvc.lock describes it, as before the run. (DVC's `persist: true` would keep the
-outputs in place instead, but it also turns the run cache off for the stage.)
+dvc.lock describes it, as before the run. (DVC's `persist: true` keeps the outputs
+in place instead, but it also turns the run cache off for the stage: prepare and
+train keep it; evaluate and plots never had it - DVC skips a stage with a `cache:
+false` output.)
+
+`unwritable` names the folder a stage could not put an output into, so that the stage
+says so before any work.
 """
 
 from __future__ import annotations
@@ -54,6 +60,37 @@ def declared(stage: str) -> list[Path]:
     return paths
 
 
+def options(stage: str) -> dict[Path, dict]:
+    """{output of `stage`: its options in dvc.yaml (persist, cache, ...)}."""
+    entries, found = spec(stage), {}
+    for kind in ("outs", "metrics", "plots"):
+        for entry in entries.get(kind) or []:
+            path, opts = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+            found[Path(path)] = opts if isinstance(opts, dict) else {}
+    return found
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def unwritable(stage: str) -> tuple[Path, Path] | None:
+    """(a folder, the output of `stage` that needs it) where the stage could not put its outputs,
+    or None: the folder each output is renamed into (the nearest one that exists: the rest is
+    made), and an output folder's own folders, which its old version is removed from."""
+    for out in declared(stage):
+        folder = out.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not _writable(folder):
+            return folder, out
+        if out.is_dir() and not out.is_symlink():
+            for sub in [out, *(p for p in out.rglob("*") if p.is_dir() and not p.is_symlink())]:
+                if not _writable(sub):
+                    return sub, out
+    return None
+
+
 def locked(stage: str) -> dict[Path, str]:
     """dvc.lock's record of `stage`'s outputs: path -> md5 (a directory's ends in '.dir')."""
     try:
@@ -82,12 +119,16 @@ def _link(src: Path, dst: Path, copy: bool = False) -> None:
 
 def keep(stage: str) -> None:
     """After a success: remember this run's outputs (hard links; the stages always
-    replace files, never rewrite them in place, so the links keep these bytes)."""
+    replace files, never rewrite them in place, so the links keep these bytes) - but
+    a persist output DVC caches: DVC's cache holds it, and DVC would copy a linked one
+    before each run to unlink it (which a read-only folder refuses)."""
     if not Path(".dvc").is_dir():
         return
     home = KEPT / stage
     shutil.rmtree(home, ignore_errors=True)
-    for out in declared(stage):
+    for out, opts in options(stage).items():
+        if opts.get("persist") and opts.get("cache", True):
+            continue
         for f in _files(out) if out.exists() else []:
             _link(f, home / f)
 

@@ -18,5 +18,5 @@ The modules, one concept each:
     augment      random pixel shifts
     serialize    .npz + JSON save / strict load (no pickle)
     data         the idx file format
-    atomic       write-then-rename helpers
+    atomic       write-then-rename helpers, all or none; stop signals recorded, so that none is lost
 """

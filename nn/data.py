@@ -98,4 +98,8 @@ def from_idx(data: bytes, name: str = "idx data") -> np.ndarray:
     expected = offset + math.prod(shape)
     if len(data) != expected:
         raise IdxError(f"{name}: header says shape {shape} ({expected} bytes) but the file has {len(data)} bytes")
+    if math.prod(d for d in shape if d) > MAX_IDX_BYTES:  # found by fuzzing: (0, 2**32 - 1, 2**32 - 1) holds
+        # no bytes, but NumPy refuses to make its shape ("array is too big"), in words that name no file
+        raise IdxError(f"{name}: header says shape {shape}: empty, but with sides no idx file of at most "
+                       f"{MAX_IDX_BYTES >> 30} GiB has")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)

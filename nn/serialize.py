@@ -98,6 +98,8 @@ def load(path, backend: Backend = CPU) -> Sequential:
         spec = json.loads(arrays.pop(SPEC_KEY).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: '{SPEC_KEY}' is not valid JSON ({exc})") from None
+    except RecursionError:  # [[[[... nested past Python's limit: no spec is (found reviewing the fuzz targets)
+        raise ValueError(f"{path}: '{SPEC_KEY}' is nested too deeply to be a model spec") from None
     version = spec.pop("format", None) if isinstance(spec, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: unknown model format version {version!r} (this code reads {FORMAT_VERSION})")

@@ -12,10 +12,12 @@ side that waits polls its pipe for up to SPIN_SECONDS before it sleeps: a sleepi
 core of that VM took ~0.1 ms to wake, against a step of 2-3 ms (a pipe's round trip,
 polled: ~21 us; a thread pool's hand-over: ~61 us).
 
-A worker ignores stop signals (Ctrl-C reaches the whole process group): the trainer
-decides, and a worker leaves when its pipe closes - when the trainer closes it, or
-when the kernel does for a trainer that was killed. A worker that fails answers so,
-and the trainer raises.
+A worker does not stop on a stop signal: it passes it on to the trainer (a Ctrl-C
+reaches the whole process group, the trainer too; a `kill` of the worker alone then
+stops the trainer all the same), which decides, and a worker leaves when its pipe
+closes - when the trainer closes it, or when the kernel does for a trainer that was
+killed. The signals are blocked while a worker is forked, so it never runs the
+trainer's handler. A worker that fails answers so, and the trainer raises.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 # Windows, and unsafe on macOS once Accelerate has started).
 WORKERS = "processes" if sys.platform.startswith("linux") else "threads"
 SPIN_SECONDS = 0.002  # how long a waiting side polls its pipe before it sleeps
+STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def _receive(fd: int) -> bytes:
@@ -49,14 +52,24 @@ def _receive(fd: int) -> bytes:
                 select.select([fd], [], [])
 
 
-def _work(serve, worker: int, go: int, done: int) -> None:
+def _pass_on(trainer: int):
+    """A worker's handler of stop signals: the trainer gets them (if it is still this worker's parent)."""
+    def handler(signum, frame):
+        if os.getppid() == trainer:
+            os.kill(trainer, signum)
+    return handler
+
+
+def _work(serve, worker: int, go: int, done: int, trainer: int) -> None:
     """A forked worker's whole life: on each task byte, serve(worker, task) and answer b"d" (b"m":
     out of memory, b"x": any other failure, its traceback on stderr); leave when the pipe closes.
-    Stop signals are left to the parent, which closes the pipe when it stops."""
+    Stop signals are passed on to the trainer, which closes the pipe when it stops. They were
+    blocked while it was forked: unblocked once its own handler is in place."""
     status = 1
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
+        for signum in STOPS:
+            signal.signal(signum, _pass_on(trainer))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
         os.set_blocking(go, False)
         while task := _receive(go):
             try:
@@ -82,11 +95,16 @@ class Processes:
             for worker in range(count):
                 go_r, go_w = os.pipe()
                 done_r, done_w = os.pipe()
-                pid = os.fork()
-                if pid == 0:
-                    for fd in (go_w, done_r, *(fd for _, *ends in self.workers for fd in ends)):
-                        os.close(fd)  # a worker holds no other pipe open: each sees its end close
-                    _work(serve, worker, go_r, done_w)
+                trainer = os.getpid()
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)  # the child starts with them blocked
+                try:
+                    pid = os.fork()
+                    if pid == 0:
+                        for fd in (go_w, done_r, *(fd for _, *ends in self.workers for fd in ends)):
+                            os.close(fd)  # a worker holds no other pipe open: each sees its end close
+                        _work(serve, worker, go_r, done_w, trainer)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 os.close(go_r)
                 os.close(done_w)
                 os.set_blocking(done_r, False)

@@ -4,10 +4,13 @@
     python -m remote team       # a remote by name
 
 It lists the remote's storage through DVC itself (the same client `dvc push`
-uses) and says, naming the remote, what stands in the way: an endpoint that does
+uses), then proves it can write there as `dvc push` does: it writes one small
+probe object under a prefix of its own, files/md5/.remote-check/<random> beside
+DVC's objects, and removes it (and, in a local folder, the folders it made) at
+once. It says, naming the remote, what stands in the way: an endpoint that does
 not answer, a bucket that does not exist, credentials the store refuses, access
-denied. `dvc push` and `dvc pull` say the same things in DVC's words, naming the
-bucket but not the remote.
+denied, a remote that can be read but not written. `dvc push` and `dvc pull` say
+the same things in DVC's words, naming the bucket but not the remote.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import secrets
 from pathlib import Path
 
 from harness.command import Parser, run
@@ -78,6 +82,69 @@ def http_answer(name: str, url: str) -> str:
            "whether it holds the data)"
 
 
+PROBE_PREFIX = ".remote-check"  # under the remote's files/md5/: no DVC object is named so (they are 2 hex digits)
+PROBE = b"python -m remote: a probe of write access, removed at once\n"
+
+
+def probe(name: str, url: str, odb) -> str | None:
+    """Write a probe object where `dvc push` writes (the remote's files/md5/), under PROBE_PREFIX,
+    and remove it; StageError if it cannot be written. -> a warning when it could not be removed."""
+    fs, local = odb.fs, odb.fs.protocol == "local"
+    folder = fs.join(odb.path, PROBE_PREFIX)
+    path = fs.join(folder, secrets.token_hex(8))
+    made = []  # the folders the probe makes, deepest last: a local remote is left as it was
+    if local:
+        missing = folder
+        while not fs.exists(missing) and fs.parent(missing) != missing:
+            made.insert(0, missing)
+            missing = fs.parent(missing)
+    try:
+        return _write_and_remove(name, url, odb, folder, path, made)
+    except KeyboardInterrupt:  # a stop (Ctrl-C, kill): the probe is not left behind either
+        for remove in (lambda: fs.rm_file(path), lambda: _remove_folders(fs, made)):
+            try:
+                remove()
+            except Exception:
+                pass
+        raise
+
+
+def _write_and_remove(name: str, url: str, odb, folder: str, path: str, made: list) -> str | None:
+    fs, local = odb.fs, odb.fs.protocol == "local"
+    try:
+        if made:
+            fs.makedirs(folder, exist_ok=True)
+        fs.pipe_file(path, PROBE)
+    except Exception as exc:  # botocore's AccessDenied, PermissionError, a read-only file system
+        _remove_folders(fs, made)
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        said = f"remote '{name}' ({url}): can be read but not written, so dvc push would fail"
+        if local:
+            root = fs.parent(fs.parent(odb.path))
+            where = next(p for p in [folder, *fs.parents(folder)] if fs.exists(p))
+            raise StageError(f"{said}: {where} refused a probe file ({first}); make the folder writable (chmod -R "
+                             f"u+w {root}), or use another (dvc remote modify --local NAME url /path/to/folder)"
+                             ) from None
+        raise StageError(f"{said}: a probe object under {odb.path} was refused ({first}); ask for write access "
+                         "(s3:PutObject and s3:DeleteObject there, or the store's like), or fix the credentials"
+                         ) from None
+    try:
+        fs.rm_file(path)
+    except Exception as exc:
+        return f"the probe object {path} could not be removed ({str(exc)[:160]}); remove it by hand"
+    finally:
+        _remove_folders(fs, made)
+    return None
+
+
+def _remove_folders(fs, folders) -> None:
+    for folder in reversed(folders):
+        try:
+            fs.rmdir(folder)
+        except Exception:  # not empty (someone else's), or gone
+            break
+
+
 def check(name: str | None) -> str:
     """List the remote `name` (or the default one) -> a one-line description, or StageError."""
     from dvc.config import NoRemoteError, RemoteNotFoundError
@@ -119,11 +186,15 @@ def check(name: str | None) -> str:
             exists = odb.fs.exists(odb.path)
             if exists:
                 odb.fs.ls(odb.path)
+            leftover = probe(name, url, odb)
         except StageError:
             raise
         except Exception as exc:  # the file system's own errors: botocore, aiohttp, OSError
             raise StageError(f"remote '{name}' ({url}): {describe(exc)}") from None
-    return f"remote '{name}' ({url}): reachable" + ("" if exists else " (empty: the first dvc push fills it)")
+    if leftover:
+        logging.getLogger(__name__).warning("remote '%s': %s", name, leftover)
+    return f"remote '{name}' ({url}): reachable and writable" + ("" if exists else
+                                                                 " (empty: the first dvc push fills it)")
 
 
 def parser() -> Parser:

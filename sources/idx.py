@@ -64,6 +64,8 @@ def parse_class_names(where: str, data: bytes) -> list[str]:
             names = json.loads(text)
         except json.JSONDecodeError as exc:
             raise StageError(f"{where}: not valid JSON ({exc})") from None
+        except RecursionError:  # [[[[... nested past Python's limit (found reviewing the fuzz targets)
+            raise StageError(f"{where}: nested too deeply to be a list of class names") from None
         if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             raise StageError(f"{where}: must be a JSON list of class names")
         names = [n.strip() for n in names]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import struct
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,10 @@ from harness.errors import StageError
 
 MAX_PIXELS = 80_000_000  # refused from the header, before decoding: a 64-MP phone photo still fits
 WORK_SIDE = 1600  # a larger image is shrunk to this longer side while it is read; a digit needs far less
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError)  # what Pillow raises
+# What Pillow raises for a damaged or hostile file - TypeError too (found by fuzzing: a TIFF whose
+# strip offset is a fraction fails in ImageFile.load with "'IFDRational' object cannot be
+# interpreted as an integer"), and struct.error from its plugins' header parsing
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError, TypeError, struct.error)
 
 
 @contextlib.contextmanager

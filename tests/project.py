@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import re
@@ -64,6 +65,20 @@ def address_space_cap(limit: int):
     return cap
 
 
+def no_override() -> None:
+    """A preexec_fn: the child runs without root's override of file permissions, as a user would -
+    a read-only folder is then read-only to it. As root (CI, this machine), the capabilities that
+    override them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) leave the bounding set, so the program
+    it executes (and all its children) never has them, while staying uid 0 (root's files, the
+    interpreter under /root, stay its own). As another user there is nothing to drop."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: needs CAP_SETPCAP, which root has
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
 def write_seen_by_git(path: Path, text: str) -> None:
     """Write a git-tracked file so that git sees the change. Git (built without USE_NSEC, as
     usual) compares a file with its index entry by size and mtime in whole seconds: a rewrite of
@@ -117,16 +132,18 @@ class Project:
     def git(self, *args) -> str:
         return subprocess.run(["git", *args], cwd=self.path, check=True, capture_output=True, text=True).stdout
 
-    def run(self, *args, check=True, extra_env=None, memory=None) -> subprocess.CompletedProcess:
-        """Run a command in the project; `memory` caps its address space in bytes."""
+    def run(self, *args, check=True, extra_env=None, memory=None, as_user=False) -> subprocess.CompletedProcess:
+        """Run a command in the project; `memory` caps its address space in bytes; `as_user` runs it
+        without root's override of file permissions (no_override)."""
+        preexec = no_override if as_user else address_space_cap(memory) if memory else None
         proc = subprocess.run(list(args), cwd=self.path, env={**env(), **(extra_env or {})}, capture_output=True,
-                              text=True, preexec_fn=address_space_cap(memory) if memory else None)
+                              text=True, preexec_fn=preexec)
         if check and proc.returncode:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def dvc(self, *args, check=True) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "dvc", *args, check=check)
+    def dvc(self, *args, check=True, as_user=False) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *args, check=check, as_user=as_user)
 
     def stage(self, name: str, check=False, extra_env=None, memory=None) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", f"stages.{name}", check=check, extra_env=extra_env, memory=memory)

@@ -103,6 +103,15 @@ def test_stage_deps_cover_exactly_its_imports(stage):
     assert [d for d in deps if d.startswith("stages/")] == [f"stages/{stage}.py"]
 
 
+def test_the_stages_package_runs_nothing_of_its_own():
+    """stages/__init__.py is in no stage's deps: all it may do is import harness.start (the bit
+    pins, in the harness room every stage depends on) - a pin set there would change every
+    stage's bits without DVC noticing."""
+    body = ast.parse((ROOT / "stages" / "__init__.py").read_text()).body
+    assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)  # the docstring
+    assert [ast.dump(node) for node in body[1:]] == [ast.dump(ast.parse("import harness.start").body[0])]
+
+
 def test_each_stage_has_at_most_ten_deps():
     assert {stage: len(DVC_YAML[stage]["deps"]) for stage in STAGES if len(DVC_YAML[stage]["deps"]) > 10} == {}
 

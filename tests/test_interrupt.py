@@ -89,27 +89,35 @@ def test_a_train_that_fails_under_dvc_keeps_the_previous_outputs(done, tmp_path)
     assert project.repro() == ["train", "evaluate", "plots"]
 
 
-@pytest.mark.parametrize("stage,key,lost", [
-    ("train", "train.lr", []),  # the model: in DVC's cache
-    # git-tracked outputs: DVC keeps no copy of them (nor records these stages' runs)
-    ("evaluate", "evaluate.batch_size", ["reports/confusion.json", "reports/metrics.json", "reports/scores.json"]),
-    ("plots", "plots.dpi", ["reports/report.md", "reports/figures", "reports/train/history.json"]),
+@pytest.mark.parametrize("stage,key", [
+    ("train", "train.lr"),  # DVC deleted the model: it comes back from DVC's cache
+    ("evaluate", "evaluate.batch_size"),  # persist: DVC deleted nothing
+    ("plots", "plots.dpi"),
 ])
-def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_path, stage, key, lost):
-    """The stage's own copy is of another run (here: removed): outputs come from DVC's cache, md5-checked;
-    one DVC holds no copy of is reported, not invented."""
+def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_path, stage, key):
+    """The stage's own copy is of another run (here: removed): outputs come from DVC's cache, md5-checked."""
     project = Project(tmp_path / "c", like=done)
     before = snapshot(project)
     shutil.rmtree(project.path / ".dvc/tmp/outputs" / stage)
     project.set(key, -1)
     proc = project.dvc("repro", stage, check=False)
     assert proc.returncode != 0
-    after = project.digests(rel for rel in OUTPUTS if (project.path / rel).exists())
-    assert after == {rel: b for rel, b in before.items() if not rel.startswith(tuple(lost))}
+    assert snapshot(project) == before
+    assert "no copy of the version" not in proc.stdout + proc.stderr
+
+
+def test_an_output_no_copy_of_is_left_is_named_once(done, tmp_path):
+    """Neither a kept copy nor DVC's cache holds the model dvc.lock records: one line names it, and
+    what may bring it back; nothing is invented."""
+    project = Project(tmp_path / "n", like=done)
+    shutil.rmtree(project.path / ".dvc/tmp/outputs/train")
+    shutil.rmtree(project.path / ".dvc/cache")
+    project.set("train.lr", -1)
+    proc = project.dvc("repro", "train", check=False)
+    assert proc.returncode != 0
+    assert not (project.path / "models/model.npz").exists()
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "no copy of the version" in line]
-    assert len(lines) == (1 if lost else 0), lines  # one line names them all
-    for rel in lost:
-        assert rel in lines[0] and f"dvc pull {stage}" in lines[0], lines
+    assert len(lines) == 1 and "models/model.npz" in lines[0] and "dvc pull train" in lines[0], lines
 
 
 @pytest.mark.parametrize("stage,key,committed", [
@@ -118,11 +126,15 @@ def test_outputs_come_back_from_dvc_cache_when_the_kept_copy_is_stale(done, tmp_
 ])
 def test_a_fresh_clone_gets_its_git_tracked_reports_back_from_the_commit(done, tmp_path, stage, key, committed):
     """A fresh clone has the reports from git but no kept copy, and DVC keeps none of git-tracked
-    outputs: a failed stage takes them from git's last commit, where its bytes are dvc.lock's."""
+    outputs: a failed stage takes them from git's last commit, where its bytes are dvc.lock's -
+    here after they were deleted (DVC leaves them in place: persist)."""
     project = Project(tmp_path / "f", like=done)
     project.commit("a run")
     shutil.rmtree(project.path / ".dvc/tmp/outputs")  # as in a fresh clone
     before = snapshot(project)
+    for rel in committed:
+        path = project.path / rel
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     project.set(key, -1)
     proc = project.dvc("repro", stage, check=False)
     assert proc.returncode != 0
@@ -172,3 +184,39 @@ def test_a_half_made_output_folder_and_a_file_of_the_failed_run_are_put_back(don
     figures = sorted(p.name for p in (project.path / "reports/figures").iterdir())
     assert figures == sorted(f"{name}.png" for name in FIGURES_SHOWN)  # the failed run's temp file gone
     assert project.status() == {}
+
+
+EVERY_OUTPUT = [*OUTPUTS, "data/raw/train-images-idx3-ubyte", "data/raw/dataset.json", "data/prepared/train.npz",
+                "data/prepared/test.npz"]
+
+
+@pytest.mark.parametrize("folder,key,says", [
+    ("reports", "evaluate.batch_size", "error: reports/: not writable, and evaluate writes reports/scores.json "
+     "there; make the folder writable (chmod u+w reports) and rerun - no output was changed"),
+    ("data/predictions", "evaluate.batch_size", "error: data/predictions/: not writable, and evaluate writes "
+     "data/predictions/test.npz there; make the folder writable (chmod u+w data/predictions)"),
+    ("data", "fetch.seed", "error: data/: not writable, and fetch writes data/raw there; make the folder writable "
+     "(chmod u+w data)"),  # data/raw itself writable: DVC used to empty it, then fail on data/
+    ("models", "train.lr", "ERROR: failed to reproduce 'train': [Errno 13] Permission denied:"),  # DVC's own line
+])
+def test_a_read_only_folder_leaves_every_output_in_place_and_is_named_in_one_line(done, tmp_path, folder, key, says):
+    """`dvc repro` as a user (root's override dropped) with one folder read-only: DVC deletes no
+    output of a stage that writes into more than one place (persist), the stage names the folder
+    before any work, and every output is byte-identical afterwards. train's one output is deleted
+    by DVC or not at all: the line is DVC's, naming the file."""
+    project = Project(tmp_path / "r", like=done)
+    before = project.digests(EVERY_OUTPUT)
+    project.set(key, {"evaluate.batch_size": 77, "fetch.seed": 5, "train.lr": 0.02}[key])
+    (project.path / folder).chmod(0o555)
+    try:
+        proc = project.dvc("repro", check=False, as_user=True)
+    finally:
+        (project.path / folder).chmod(0o755)
+    assert proc.returncode != 0
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if line.lower().startswith("error:")]
+    ours = [line for line in said if line.startswith("error:")]
+    assert len(ours) <= 1 and any(line.startswith(says) for line in said), said
+    if folder == "models":
+        assert "models/model.npz" in said[0], said
+    assert project.digests(EVERY_OUTPUT) == before
+    assert not list(project.path.rglob(".*.tmp"))

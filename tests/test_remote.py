@@ -229,14 +229,82 @@ def test_an_unusable_remote(team_a, s3, s3_strict, tmp_path, monkeypatch, breaka
     assert we_say in line or (we_say == "the store refuses the credentials" and "access is denied" in line), line
 
 
-def test_the_remote_check_says_a_good_remote_is_reachable(team_a, s3, tmp_path):
+def test_the_remote_check_says_a_good_remote_is_reachable(team_a, s3, tmp_path, home):
     a, bucket, _, _ = team_a
     b = clone(a.path, tmp_path / "b")
     use_s3(b, s3, bucket)
+    before = objects(s3, bucket)
     proc = b.run(sys.executable, "-m", "remote")
-    assert proc.stdout.strip() == f"remote 'team' (s3://{bucket}/store): reachable"
+    assert proc.stdout.strip() == f"remote 'team' (s3://{bucket}/store): reachable and writable"
+    assert objects(s3, bucket) == before  # the probe object is gone
     proc = b.run(sys.executable, "-m", "remote", "local")  # the default folder: not made yet
     assert "remote 'local'" in proc.stdout and "empty: the first dvc push fills it" in proc.stdout
+    assert not (home / ".cache/mnist-dvc-from-scratch").exists()  # the probe's folders are gone too
+
+
+def objects(endpoint: str, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3_client(endpoint).list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_the_remote_check_refuses_a_read_only_folder_in_one_line(tmp_path):
+    """A local remote that can be listed but not written (as a user sees a folder of another, or
+    read-only: root's override is dropped) is refused before any dvc push fails on it; made
+    writable, it passes - and is left as it was."""
+    p = Project(tmp_path / "p", DIGITS)
+    store = tmp_path / "store"
+    (store / "files/md5/ab").mkdir(parents=True)
+    (store / "files/md5/ab/cdef").write_bytes(b"an object")
+    p.dvc("remote", "add", "--local", "-f", "-d", "shared", str(store))
+    folders = [store, store / "files", store / "files/md5", store / "files/md5/ab"]
+    for folder in folders:
+        folder.chmod(0o555)
+    line = assert_clean_failure(p.run(sys.executable, "-m", "remote", check=False, as_user=True),
+                                f"remote 'shared' ({store})", "can be read but not written, so dvc push would fail",
+                                f"{store}/files/md5 refused a probe file", f"chmod -R u+w {store}")
+    assert "Permission denied" in line, line
+    for folder in folders:
+        folder.chmod(0o755)
+    proc = p.run(sys.executable, "-m", "remote", as_user=True)
+    assert proc.stdout.strip() == f"remote 'shared' ({store}): reachable and writable"
+    assert sorted(str(f.relative_to(store)) for f in store.rglob("*")) == ["files", "files/md5", "files/md5/ab",
+                                                                         "files/md5/ab/cdef"]
+
+
+@pytest.fixture(scope="module")
+def s3_auth():
+    """A third S3 server that checks credentials: its first requests (unchecked) make a bucket and a
+    user who may list and read it, not write -> (endpoint, bucket, the user's credentials)."""
+    import json
+
+    import boto3
+
+    for endpoint in moto_server(INITIAL_NO_AUTH_ACTION_COUNT="4"):
+        client = {"endpoint_url": endpoint, "region_name": "us-east-1", **{
+            "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}}
+        bucket = f"team-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3", **client).create_bucket(Bucket=bucket)
+        iam = boto3.client("iam", **client)
+        iam.create_user(UserName="reader")
+        iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject", "s3:GetBucketLocation"],
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        yield endpoint, bucket, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                                 "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+def test_the_remote_check_refuses_a_read_only_bucket_in_one_line(s3_auth, tmp_path):
+    """A bucket the credentials may list but not write to: dvc push would be refused; the check
+    says so first, in one line naming the remote."""
+    endpoint, bucket, reader = s3_auth
+    p = Project(tmp_path / "p", DIGITS)
+    use_s3(p, endpoint, bucket)
+    line = assert_clean_failure(p.run(sys.executable, "-m", "remote", check=False,
+                                      extra_env={**reader, "AWS_MAX_ATTEMPTS": "1"}),
+                                f"remote 'team' (s3://{bucket}/store)", "can be read but not written",
+                                f"a probe object under {bucket}/store/files/md5 was refused", "write access")
+    assert "Access Denied" in line or "AccessDenied" in line, line
 
 
 def pushed_elsewhere(a, s3, tmp_path) -> tuple[str, str]:
@@ -351,7 +419,7 @@ def test_the_team_page_as_written(s3, tmp_path, home):
     a.git("remote", "add", "origin", str(origin))
     a.git("push", "-q", "origin", "HEAD")
     said = bash(a, set_up + [share])
-    assert f"remote 'team' (s3://{bucket}/mnist): reachable" in said, said
+    assert f"remote 'team' (s3://{bucket}/mnist): reachable and writable" in said, said
 
     b = clone(origin, tmp_path / "b")
     said = bash(b, set_up[:-1] + colleague)
