@@ -1,0 +1,154 @@
+"""Ray for the sweep: an existing cluster joined at its address - checked first, in seconds - or,
+with no address, a Ray started on this machine for the sweep alone: on a loopback address, with a
+token of its own (Ray's token authentication), stopped when the sweep ends. Ray's own messages go
+to a log file, not the user's terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from harness.errors import StageError
+
+# Ray rewrites 127.0.0.1 (and localhost) to the machine's outward address; it keeps any other
+# address of 127.0.0.0/8, which Linux routes to the loopback device
+LOOPBACK = "127.0.0.2"
+OBJECT_STORE = 128 * 2 ** 20  # bytes: the sweep's objects are git bundles (Ray's default: 30 % of RAM)
+DOCS = "docs/sweeps.md"
+
+
+@contextlib.contextmanager
+def quiet(log: Path):
+    """Send everything written to file descriptor 2 - Ray's C++ parts write there directly - to
+    `log`, and yield a stream to the terminal for the sweep's own lines (sys.stderr too, meanwhile)."""
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    saved_stderr = sys.stderr
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.stream for h in handlers]
+    with open(log, "a") as sink:
+        os.dup2(sink.fileno(), 2)
+        sys.stderr = terminal
+        for handler in handlers:
+            handler.setStream(terminal)
+        try:
+            yield terminal
+        finally:
+            for handler, stream in zip(handlers, streams):
+                handler.setStream(stream)
+            sys.stderr = saved_stderr
+            terminal.flush()
+            os.dup2(terminal.fileno(), 2)
+            terminal.close()
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, colon, port = address.rpartition(":")
+    if address.startswith("ray://"):
+        raise StageError(f"--address {address}: give the head's HOST:PORT (its GCS port, 6379 unless `ray start "
+                         "--head --port` set another), without ray://, and run the sweep on a node of the cluster")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StageError(f"--address {address!r}: give HOST:PORT, e.g. 10.0.0.5:6379 (what `ray start --head` prints)")
+    return host.strip("[]"), int(port)
+
+
+def check_address(address: str) -> None:
+    """StageError, in seconds, unless a Ray head answers at `address` and takes this driver's token."""
+    host, port = split_address(address)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__.replace("Error", " error").lower() or "no answer"
+        raise StageError(f"--address {address}: nothing answers there ({reason}); start the head with "
+                         f"`ray start --head --port={port}` or fix the address (see {DOCS})") from None
+    from sweep import probe
+
+    try:
+        out = subprocess.run([sys.executable, "-m", "sweep.probe", address], env={**os.environ, **probe.FAST},
+                             capture_output=True, text=True, timeout=30).stdout
+        said = json.loads(out.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        said = {"answers": False, "said": "no answer in 30 s"}
+    if not said["answers"]:
+        raise StageError(f"--address {address}: something answers there, but not a Ray cluster's head "
+                         f"({said['said'] or 'no answer'}); give the port `ray start --head` prints")
+    if said["token"] == "refused" or (said["token"] == "none" and not said["open"]):
+        mine = "has no token" if said["token"] == "none" else "has another token"
+        raise StageError(f"--address {address}: the cluster refused this driver: it uses token authentication and "
+                         f"this driver {mine}; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token "
+                         f"(see {DOCS})")
+    if said["open"]:
+        print(f"sweep: warning: the cluster at {address} runs without token authentication: anyone who reaches its "
+              f"ports can run code on its nodes (see {DOCS} to turn it on)", file=sys.stderr)
+
+
+def short_temp_dir() -> Path:
+    """A fresh folder for Ray's sockets and logs, on a short path: a socket's path must fit in 107 bytes."""
+    base = tempfile.gettempdir()
+    return Path(tempfile.mkdtemp(prefix="ray-sweep-", dir=base if len(base) <= 20 else "/tmp"))
+
+
+def local_token() -> None:
+    """This process (and the Ray it starts) on token authentication, with a fresh token: the
+    sweep's alone, in its environment only - never written to a file (Ray's ~/.ray/auth_token is
+    readable by all). Before Ray is imported: Ray reads its settings then."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    if "ray" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
+@contextlib.contextmanager
+def connected(address: str | None):
+    """Ray, connected -> a description of where the trials run. With no address: a local Ray
+    (loopback, a fresh token, its temp dir removed after); with one: that cluster (checked first)."""
+    temp = None
+    if address:
+        check_address(address)
+    else:
+        try:
+            socket.create_server((LOOPBACK, 0)).close()
+        except OSError:
+            raise StageError(f"this machine has no loopback address {LOOPBACK} for a local Ray; give a cluster's "
+                             f"--address (see {DOCS})") from None
+        local_token()
+        temp = short_temp_dir()
+    import ray
+
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    quiet_init = {"logging_level": logging.ERROR, "log_to_driver": False}
+    try:
+        if address:
+            ray.init(address=address, **quiet_init)
+        else:
+            # "local": a new Ray, never one this machine already runs (ray.init() alone would join that)
+            ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False,
+                     object_store_memory=OBJECT_STORE, _temp_dir=str(temp), **quiet_init)
+    except (RuntimeError, ConnectionError, ray.exceptions.RayError) as exc:
+        ray.shutdown()
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        where = f"the cluster at {address}" if address else "a local Ray"
+        raise StageError(f"could not start or join {where}: {said} (Ray's log: .dvc/tmp/sweep/ray.log)") from None
+    try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
+        where = (f"the cluster at {address}" if address else f"a local Ray on {LOOPBACK}") + \
+            f" ({len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPUs)"
+        yield where
+    finally:
+        ray.shutdown()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
