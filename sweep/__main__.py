@@ -28,6 +28,7 @@ output: .dvc/tmp/sweep/NAME.log; Ray's: .dvc/tmp/sweep/ray.log.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 
@@ -173,8 +174,9 @@ def main(args) -> None:
     failed = [p for p in points if rows[p.name]["state"] in ("failed", "to run")]
     if failed:
         first = rows[failed[0].name]
+        why = re.sub(r"^(error|ERROR): ", "", first.get("error") or "not run")
         raise StageError(f"{len(failed)} of {len(points)} trials failed: {failed[0].label()} ({first['name']}): "
-                         f"{first.get('error') or 'not run'}" + (f"; and {len(failed) - 1} more (see above)"
+                         f"{why}" + (f"; and {len(failed) - 1} more (see above)"
                                                                   if len(failed) > 1 else ""))
 
 

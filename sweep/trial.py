@@ -61,12 +61,12 @@ def config_local(remote: str, settings: dict, cache: str) -> str:
 
 
 def last_error(output: str) -> str:
-    """The line that says why a run failed: a stage's `error:` line, else DVC's `ERROR:` one."""
+    """The line that says why a run failed, whole: a stage's `error:` line, else DVC's `ERROR:` one."""
     lines = output.splitlines()
     for prefix in ("error: ", "ERROR: "):
         found = [line for line in lines if line.startswith(prefix)]
         if found:
-            return found[-1].removeprefix(prefix)
+            return found[-1]
     return (lines[-1] if lines else "no output").strip()
 
 

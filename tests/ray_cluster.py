@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,18 +35,15 @@ def free_port() -> int:
 
 
 class Cluster:
-    """Nodes started by `start(ip)`; the first is the head. `env()` is what a driver with the token has."""
+    """Nodes started by `start`; `home(ip)` is each node's HOME (its ~/.ray/auth_token, its DVC
+    cache), `tmp(ip)` its TMPDIR (its trials' clones)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.token = secrets.token_hex(32)
         self.temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # sockets' paths must stay short
         self.port = free_port()
         self.address = f"{HEAD}:{self.port}"
         self.nodes: dict[str, subprocess.Popen] = {}
-
-    def env(self, **extra) -> dict:
-        return {**env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, **extra}
 
     def home(self, ip: str) -> Path:
         return self.root / f"home-{ip}"
@@ -56,28 +51,30 @@ class Cluster:
     def tmp(self, ip: str) -> Path:
         return self.root / f"tmp-{ip}"
 
-    def start(self, *ips: str, cpus: int = 1) -> None:
-        """Start a node at each of `ips` (the first node ever started is the head), all at once
-        (a worker waits for its head), and wait until Ray says each runs."""
+    def env(self, ip: str = HEAD, **extra) -> dict:
+        """The environment of a process on the node at `ip`: its HOME and TMPDIR, token auth on."""
+        for folder in (self.home(ip), self.tmp(ip)):
+            folder.mkdir(parents=True, exist_ok=True)
+        return {**env(), "RAY_AUTH_MODE": "token", "HOME": str(self.home(ip)), "TMPDIR": str(self.tmp(ip)), **extra}
+
+    def test_flags(self, head: bool) -> list[str]:
+        """What the test adds to a `ray start`: one CPU, no GPU, a small object store, the short
+        temp dir, and every port of its own (Ray's defaults would clash with another Ray here)."""
+        ports = ["--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
+                 "--metrics-export-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port"]
+        flags = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=80000000", f"--temp-dir={self.temp}",
+                 "--disable-usage-stats", *(f"{flag}={free_port()}" for flag in ports)]
+        return flags + (["--include-dashboard=false"] if head else [])
+
+    def start(self, commands: dict[str, list[str]], envs: dict[str, dict]) -> None:
+        """Run each node's `ray start --block` command (args) in its environment, all at once (a
+        worker waits for its head), and wait until Ray says each runs."""
         logs = {}
-        for ip in ips:
-            for folder in (self.home(ip), self.tmp(ip)):
-                folder.mkdir(parents=True, exist_ok=True)
-            ports = ["--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
-                     "--metrics-export-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port"]
-            args = [str(Path(sys.executable).parent / "ray"), "start", "--block", f"--node-ip-address={ip}",
-                    f"--num-cpus={cpus}", "--num-gpus=0", "--object-store-memory=80000000",
-                    f"--temp-dir={self.temp}", "--disable-usage-stats", *(f"{flag}={free_port()}" for flag in ports)]
-            if not self.nodes:
-                args += ["--head", f"--port={self.port}", "--include-dashboard=false"]
-            else:
-                args += [f"--address={self.address}"]
+        for ip, args in commands.items():
             logs[ip] = self.root / f"node-{ip}.log"
             with open(logs[ip], "w") as out:
-                self.nodes[ip] = subprocess.Popen(args, env=self.env(HOME=str(self.home(ip)),
-                                                                     TMPDIR=str(self.tmp(ip))),
-                                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                  start_new_session=True)
+                self.nodes[ip] = subprocess.Popen(args, env=envs[ip], stdout=out, stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 90
         for ip, log in logs.items():
             while STARTED not in log.read_text():

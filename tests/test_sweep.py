@@ -1,12 +1,21 @@
 """python -m sweep on a real two-node Ray cluster on loopback, token authentication on, and on the
-local Ray it starts by itself (tests/ray_cluster.py).
+local Ray it starts by itself - following docs/sweeps.md.
+
+The cluster is started with the commands of docs/sweeps.md "A cluster of your machines", as
+written but for what a test on one machine must change: the docs' machines 10.0.0.5 (head) and
+10.0.0.6 (worker) are 127.0.0.2 and 127.0.0.3 (Ray keeps every loopback address but 127.0.0.1),
+port 6379 is a free port, each `ray start` gets the test's own flags appended (one CPU, no GPU, a
+small object store, a short --temp-dir, every port its own: tests/ray_cluster.py), and the token
+is copied from the head's HOME to the worker's by the test instead of `scp`. Each node has its
+own HOME and TMPDIR, so the nodes share no DVC cache, token file or scratch folder. The nodes
+are stopped by their process ids, never `ray stop`. The section "One machine" runs as written in
+a copy of the project. Commands of the page that cannot run here are in NOT_RUN_HERE, with why.
 
 The project is a throw-away copy on the bundled digits (tests/project.py DIGITS: 6 epochs of a
-32-unit network, prepare.val_size 200), run once, committed and pushed - as a user does before a
+32-unit network, prepare.val_size 200), run once, committed and pushed - as the docs ask before a
 sweep - to a DVC remote every node reaches: a folder outside the project, set in config.local,
-which does not travel with a clone (the sweep tells the trials). Each node has its own HOME and
-TMPDIR, so the nodes share no DVC cache and no scratch folder. A watcher records every connection
-of every process this test starts, the nodes and the sweep's own Ray included.
+which does not travel with a clone (the sweep tells the trials). A watcher records every
+connection of every process this test starts, the nodes and the sweep's own Ray included.
 """
 
 from __future__ import annotations
@@ -14,18 +23,92 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from tests.project import DIGITS, Project, assert_clean_failure
+from tests.project import DIGITS, ROOT, Project, assert_clean_failure, env
 from tests.ray_cluster import HEAD, WORKER, Cluster, Watcher
 
-GRID = ["-S", "train.lr=0.001,0.003", "-S", "model.dropout=0,0.1"]  # 4 points
+DOCS = ROOT / "docs" / "sweeps.md"
+ONE_MACHINE, CLUSTER = "## One machine", "## A cluster of your machines"
+MACHINES = {"10.0.0.5": HEAD, "10.0.0.6": WORKER}  # the docs' example machines -> the test's nodes
+NOT_RUN_HERE: dict[str, str] = {
+    "(umask 077 && mkdir -p ~/.ray && scp 10.0.0.5:.ray/auth_token ~/.ray/auth_token)":
+        "copies the token from another machine: the test copies the head's ~/.ray/auth_token to the worker's HOME",
+    "dvc remote add --local --default team s3://BUCKET/mnist":
+        "needs an S3 bucket and its keys; tests/test_remote.py sets up this remote against moto's S3 server",
+    "export AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…": "needs real S3 keys",
+    "python -m remote && dvc push": "needs the S3 remote above; tests/test_remote.py runs both against moto",
+    "ray up cluster.yaml": "needs a cloud account",
+    "ray exec cluster.yaml 'cd mnist && . .venv/bin/activate && RAY_AUTH_MODE=token python -m sweep -S "
+    "train.lr=0.001,0.003 --address $(hostname -I | cut -d\" \" -f1):6379'": "needs the cloud cluster of ray up",
+    "ray down cluster.yaml": "needs the cloud cluster of ray up",
+    "kubectl apply -f raycluster.yaml": "needs a Kubernetes cluster with the KubeRay operator",
+    "kubectl exec -it HEAD_POD -- bash -c 'cd mnist && python -m sweep -S train.lr=0.001,0.003 --address "
+    "$RAY_IP:6379'": "needs the KubeRay cluster above",
+}
+
+
+def bash_blocks(heading: str) -> list[list[str]]:
+    """The ```bash blocks of the docs' section `heading` (up to the next `## `): their commands,
+    `\\`-continued lines joined, `#` comments dropped."""
+    text = DOCS.read_text()
+    start = text.index(heading + "\n")
+    end = text.find("\n## ", start + len(heading))
+    section = text[start:end if end != -1 else len(text)]
+    blocks = []
+    for block in re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M):
+        lines = [without_comment(line) for line in re.sub(r"\\\n", " ", block).splitlines()]
+        blocks.append([line for line in lines if line])
+    return blocks
+
+
+def without_comment(line: str) -> str:
+    """A shell line without its `# comment` (a # outside quotes, at a word's start), stripped."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].strip()
+    return line.strip()
+
+
+def on_loopback(command: str, port: int) -> str:
+    for docs_ip, ip in MACHINES.items():
+        command = command.replace(docs_ip, ip)
+    return command.replace(":6379", f":{port}").replace("--port=6379", f"--port={port}")
+
+
+def run_block(commands: list[str], environment: dict, port: int) -> list[str]:
+    """Run a docs block's commands in order, on loopback (an `export` changes `environment` for the
+    next; the rest runs in bash) - but its `ray start`, `python -m sweep` and excused commands ->
+    those (on loopback), for the caller."""
+    left = []
+    for command in commands:
+        if command in NOT_RUN_HERE:
+            left.append(command)
+        elif command.startswith("export "):
+            for pair in shlex.split(command)[1:]:
+                key, _, value = pair.partition("=")
+                environment[key] = value
+        elif command.startswith(("ray start", "python -m sweep")):
+            left.append(on_loopback(command, port))
+        else:
+            proc = subprocess.run(["bash", "-c", on_loopback(command, port)], env=environment, capture_output=True,
+                                  text=True)
+            assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
+    return left
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +121,25 @@ def watcher():
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, watcher):
-    """A head (127.0.0.2) and a worker (127.0.0.3), one CPU each."""
+    """docs/sweeps.md's head (127.0.0.2) and worker (127.0.0.3), one CPU each, token auth on."""
     nodes = Cluster(tmp_path_factory.mktemp("cluster"))
+    head_block, worker_block, driver_block = bash_blocks(CLUSTER)[:3]
+    envs = {HEAD: nodes.env(HEAD), WORKER: nodes.env(WORKER)}
+    starts = {}
+    for ip, block in ((HEAD, head_block), (WORKER, worker_block)):
+        for command in run_block(block, envs[ip], nodes.port):
+            if command.startswith("ray start"):
+                args = shlex.split(command)
+                starts[ip] = [str(Path(sys.executable).parent / args[0]), *args[1:], *nodes.test_flags(ip == HEAD)]
+            else:  # the scp of the head's token
+                token = nodes.home(WORKER) / ".ray" / "auth_token"
+                token.parent.mkdir(mode=0o700, exist_ok=True)
+                shutil.copy(nodes.home(HEAD) / ".ray" / "auth_token", token)
+                token.chmod(0o600)
+    assert (nodes.home(HEAD) / ".ray" / "auth_token").stat().st_mode & 0o077 == 0  # private, as the docs make it
     try:
-        nodes.start(HEAD, WORKER)
+        nodes.start(starts, envs)
+        nodes.sweep, = run_block(driver_block, nodes.env(HEAD), nodes.port)
         yield nodes
     finally:
         nodes.stop()
@@ -65,6 +163,11 @@ def sweep(project: Project, *args, env: dict, timeout: float = 300) -> subproces
                           text=True, timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
+
+
+def docs_sweep(cluster) -> list[str]:
+    """The docs' sweep on the cluster: its arguments (4 points)."""
+    return shlex.split(cluster.sweep)[3:]
 
 
 def shown(project: Project) -> dict[str, dict]:
@@ -108,7 +211,7 @@ def landed(stderr: str) -> dict[str, str]:
 
 def test_a_grid_lands_named_experiments_from_both_nodes(projects, cluster, tmp_path):
     project, _, _ = projects
-    proc = sweep(project, *GRID, "--address", cluster.address, env=cluster.env())
+    proc = sweep(project, *docs_sweep(cluster), env=cluster.env(HEAD))
     assert proc.returncode == 0, proc.stderr
     ran = landed(proc.stderr)
     assert len(ran) == 4 and set(ran.values()) == {HEAD, WORKER}, proc.stderr
@@ -143,7 +246,7 @@ def test_a_trial_s_model_equals_a_local_dvc_exp_run_byte_for_byte(projects, clus
 def test_a_rerun_adds_nothing_and_trains_nothing(projects, cluster):
     project, _, _ = projects
     before = exp_refs(project)
-    proc = sweep(project, *GRID, "--address", cluster.address, env=cluster.env())
+    proc = sweep(project, *docs_sweep(cluster), env=cluster.env(HEAD))
     assert proc.returncode == 0, proc.stderr
     assert "4 points: 0 to run, 4 already experiments of this commit" in proc.stderr
     assert "landed" not in proc.stderr and "running" not in proc.stderr
@@ -154,48 +257,53 @@ def test_a_rerun_adds_nothing_and_trains_nothing(projects, cluster):
 def test_a_bad_point_fails_alone_with_its_error_line(projects, cluster):
     project, _, _ = projects
     before = exp_refs(project)
-    proc = sweep(project, "-S", "train.lr=-1,0.005", "--address", cluster.address, env=cluster.env())
+    proc = sweep(project, "-S", "train.lr=-1,0.005", "--address", cluster.address, env=cluster.env(HEAD))
     line = assert_clean_failure(proc, "1 of 2 trials failed: train.lr=-1")
     assert "params.yaml: train.lr must be a number > 0 (got -1)" in line, line
     failed = [x for x in proc.stderr.splitlines() if "FAILED" in x]
-    assert len(failed) == 1 and "train.lr=-1" in failed[0] and "train.lr must be a number > 0 (got -1)" in failed[0]
+    assert len(failed) == 1 and "train.lr=-1" in failed[0], proc.stderr
+    assert "error: params.yaml: train.lr must be a number > 0 (got -1)" in failed[0], failed  # the stage's own line
     new = set(exp_refs(project)) - set(before)
     assert len(new) == 1 and shown(project)[new.pop()]["train"]["lr"] == 0.005
 
 
 def test_a_driver_without_the_token_is_refused(projects, cluster, tmp_path):
     project, _, _ = projects
-    for env in (cluster.env(RAY_AUTH_TOKEN="0" * 64), {**cluster.env(HOME=str(tmp_path))}):
-        if env.get("RAY_AUTH_TOKEN") == cluster.token:
-            del env["RAY_AUTH_TOKEN"]  # and an empty HOME: no ~/.ray/auth_token either
+    for token in ({"RAY_AUTH_TOKEN": "0" * 64}, {"HOME": str(tmp_path)}):  # another token; none at all
         started = time.time()
-        proc = sweep(project, "-S", "train.seed=7,8", "--address", cluster.address, env=env, timeout=60)
+        proc = sweep(project, "-S", "train.seed=7,8", "--address", cluster.address, env=cluster.env(HEAD, **token),
+                     timeout=60)
         assert_clean_failure(proc, f"--address {cluster.address}: the cluster refused this driver")
         assert time.time() - started < 20
-    # and Ray's own driver, without our check in front of it
+    # Ray's own driver, without the sweep's check in front of it, is refused too
     code = (f"import ray; ray.init(address='{cluster.address}', logging_level='ERROR'); "
             "print(ray.get(ray.remote(lambda: 1).remote()))")
-    proc = subprocess.run([sys.executable, "-c", code], env={**cluster.env(HOME=str(tmp_path)), "RAY_AUTH_TOKEN": ""},
+    proc = subprocess.run([sys.executable, "-c", code], env=cluster.env(HEAD, HOME=str(tmp_path)),
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "Authentication" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode != 0 and "AuthenticationError" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_the_local_default_lands_the_same_experiments_and_is_gone_after(projects, cluster, tmp_path):
-    """No --address: a Ray of its own on 127.0.0.2, a token of its own, gone when the sweep ends."""
+    """docs/sweeps.md "One machine", as written: a Ray of its own on 127.0.0.2 with a token of its
+    own, gone when the sweep ends; the same experiments as the cluster's, byte for byte."""
     project, _, copy = projects
     temps = set(Path("/tmp").glob("ray-sweep-*"))
-    env = cluster.env(HOME=str(tmp_path / "home"))
-    del env["RAY_AUTH_TOKEN"], env["RAY_AUTH_MODE"]
-    proc = sweep(copy, *GRID, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert f"on a local Ray on {HEAD} (1 node" in proc.stderr, proc.stderr
-    ran = landed(proc.stderr)
-    assert set(ran) == set(landed_names := {n for n in exp_refs(project) if n in ran}) and len(ran) == 4, \
-        (ran, landed_names)
+    environment = {**env(), "HOME": str(tmp_path / "home")}
+    (push, run, show), = bash_blocks(ONE_MACHINE)
+    for command in (push, run, show):
+        proc = subprocess.run(["bash", "-c", command], cwd=copy.path, env=environment, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (command, proc.stderr)
+        if command == run:
+            said = proc.stderr
+    assert f"on a local Ray on {HEAD} (1 node" in said, said
+    ran = landed(said)
+    assert len(ran) == 4 and set(ran) <= set(exp_refs(project)), (ran, said)
+    assert all(name in proc.stdout for name in ran), proc.stdout  # dvc exp show lists them
     assert {n: model_md5(copy, n) for n in ran} == {n: model_md5(project, n) for n in ran}
     assert set(Path("/tmp").glob("ray-sweep-*")) == temps  # its temp dir removed
     assert not (tmp_path / "home" / ".ray").exists()  # its token never written to a file
-    leftovers = [p.info for p in __import__("psutil").process_iter(["pid", "cmdline"])
+    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
                  if "ray-sweep-" in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
 
@@ -204,7 +312,7 @@ def test_a_lost_node_s_trial_is_rerun_and_every_point_lands_once(projects, clust
     project, _, _ = projects
     before = exp_refs(project)
     driver = subprocess.Popen([sys.executable, "-m", "sweep", "-S", "train.seed=3,4", "--address", cluster.address],
-                              cwd=project.path, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=project.path, env=cluster.env(HEAD), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     clones = cluster.tmp(WORKER) / "mnist-sweep"
     deadline = time.time() + 120
@@ -225,6 +333,19 @@ def test_a_lost_node_s_trial_is_rerun_and_every_point_lands_once(projects, clust
 
 def test_no_ray_connection_leaves_the_loopback_network(watcher, cluster):
     assert watcher.polls > 20
-    ips = {ip for _, local, remote in watcher.connections for ip in (local, remote)}
-    assert {f"::ffff:{WORKER}", f"::ffff:{HEAD}"} & ips or {WORKER, HEAD} <= ips, ips
+    ips = {ip.removeprefix("::ffff:") for _, local, remote in watcher.connections for ip in (local, remote)}
+    assert {HEAD, WORKER} <= ips, ips
     assert watcher.outside() == set()
+
+
+def test_every_bash_command_of_the_docs_page_is_run_here_or_excused():
+    """The blocks run above: "One machine" and the first three of "A cluster of your machines"
+    (head, worker, sweep); every other command of docs/sweeps.md is in NOT_RUN_HERE, and every
+    entry there is a command of the page."""
+    text = DOCS.read_text()
+    headings = re.findall(r"^## .+$", text, flags=re.M)
+    run = set(bash_blocks(ONE_MACHINE)[0]) | {c for block in bash_blocks(CLUSTER)[:3] for c in block}
+    every = {c for heading in headings for block in bash_blocks(heading) for c in block}
+    assert every - run - set(NOT_RUN_HERE) == set()
+    assert set(NOT_RUN_HERE) - every == set()
+    assert text.count("```bash") == sum(len(bash_blocks(h)) for h in headings)
