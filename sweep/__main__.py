@@ -80,7 +80,10 @@ def land(result: dict, point: grid.Point, baseline: str, remote: str) -> str:
     """The trial's experiment into this repository, checked -> '' or what is wrong."""
     if not result["ok"]:
         return result["error"]
-    ref = repo.land(result["bundle"], point.name, baseline)
+    try:
+        ref = repo.land(result["bundle"], point.name, baseline)
+    except StageError as exc:
+        return str(exc)
     problem = ""
     if repo.params_at(ref) != point.params:
         problem = "its experiment has other params than the point's"
@@ -92,22 +95,37 @@ def land(result: dict, point: grid.Point, baseline: str, remote: str) -> str:
     return problem
 
 
-def dispatch(args, todo: list[grid.Point], baseline: str, rows: dict, progress: Progress) -> None:
+def report(point: grid.Point, result: dict, problem: str, row: dict, baseline: str, progress: Progress) -> None:
+    """The trial's row of the table, and its line."""
+    row.update(node=result["node"], state="failed" if problem else "new", error=problem)
+    where = result["node"] or "?"
+    if problem:
+        progress.trial(f"FAILED {point.name}  {point.label()}  on {where}: {problem} "
+                       f"(log: {repo.SCRATCH}/{point.name}.log)")
+        return
+    metrics = repo.metrics_at(repo.experiments(baseline)[point.name])
+    row.update(accuracy=metrics.get("accuracy"), loss=metrics.get("loss"))
+    progress.trial(f"landed {point.name}  {point.label()}  test accuracy {row['accuracy']:.4f}  "
+                   f"on {where} ({result['seconds']:.1f} s)")
+    if result.get("bits") and result["bits"] != progress.bits:
+        progress.say(f"warning: {point.name} trained with other bits than this machine would ({result['bits']}; "
+                     f"here: {progress.bits}): install the same packages on every node (constraints.txt)")
+
+
+def dispatch(args, todo: list[grid.Point], baseline: str, remote: tuple[str, dict], rows: dict,
+             progress: Progress) -> None:
     """Run `todo` on Ray, landing each trial as it ends (its row in `rows`)."""
     import ray
     import ray.cloudpickle
 
     from sweep import trial
 
-    remote, settings = repo.default_remote()
-    head = repo.bundle(repo.SCRATCH / "head.bundle")
     ray.cloudpickle.register_pickle_by_value(trial)  # the nodes run this driver's trial code
     task = ray.remote(trial.run_trial).options(num_cpus=args.cpus, num_gpus=int(args.device == "gpu"),
                                                max_retries=args.retries, retry_exceptions=False)
-    head_ref = ray.put(head)
+    head = ray.put(repo.bundle(repo.SCRATCH / "head.bundle"))
     author = repo.identity()
-    pending = {task.remote(head_ref, baseline, p.name, p.overrides, remote, settings, author, args.cpus): p
-               for p in todo}
+    pending = {task.remote(head, baseline, p.name, p.overrides, *remote, author, args.cpus): p for p in todo}
     alive = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
     checked = time.time()
     while pending:
@@ -121,22 +139,12 @@ def dispatch(args, todo: list[grid.Point], baseline: str, rows: dict, progress: 
             point = pending.pop(ref)
             try:
                 result = ray.get(ref)
-            except ray.exceptions.RayError as exc:
+            except ray.exceptions.RayError as exc:  # its retries spent, or Ray could not run it at all
                 said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                result = {"ok": False, "node": None, "seconds": 0, "log": "", "accuracy": None,
+                result = {"ok": False, "node": None, "seconds": 0, "log": "",
                           "error": f"Ray could not run it ({one_line(said)[:200]})"}
             (repo.SCRATCH / f"{point.name}.log").write_text(result.get("log", ""))
-            problem = land(result, point, baseline, remote)
-            row = rows[point.name]
-            row.update(node=result["node"], state="failed" if problem else "new", error=problem)
-            if problem:
-                progress.trial(f"FAILED {point.name}  {point.label()}  on {result['node'] or '?'}: {problem} "
-                               f"(log: {repo.SCRATCH}/{point.name}.log)")
-            else:
-                metrics = repo.metrics_at(repo.experiments(baseline)[point.name])
-                row.update(accuracy=metrics.get("accuracy"), loss=metrics.get("loss"))
-                progress.trial(f"landed {point.name}  {point.label()}  test accuracy {row['accuracy']:.4f}  "
-                               f"on {result['node']} ({result['seconds']:.1f} s)")
+            report(point, result, land(result, point, baseline, remote[0]), rows[point.name], baseline, progress)
 
 
 def main(args) -> None:
@@ -144,7 +152,7 @@ def main(args) -> None:
 
     baseline = repo.check_workspace()
     points, there = plan(args, baseline)
-    rows = {p.name: {"name": p.name, "values": {k: p.value(k) for k in p.swept}, "state": "to run", "node": None}
+    rows = {p.name: {"name": p.name, "values": {k: p.value(k) for k in p.keys()}, "state": "to run", "node": None}
             for p in points}
     existing = repo.experiments(baseline)
     for point in points:
@@ -156,13 +164,14 @@ def main(args) -> None:
     print(f"sweep: {len(points)} point{'s' * (len(points) != 1)}: {len(todo)} to run, {len(there)} already "
           f"experiment{'s' * (len(there) != 1)} of this commit", file=sys.stderr)
     if todo:
+        remote = repo.default_remote()
         repo.SCRATCH.mkdir(parents=True, exist_ok=True)
         with cluster.quiet(repo.SCRATCH / "ray.log") as terminal:
-            progress = Progress(len(todo), terminal)
+            progress = Progress(len(todo), terminal, bits=cluster.local_bits())
             try:
                 with cluster.connected(args.address) as where:
                     progress.say(f"running {len(todo)} trial{'s' * (len(todo) != 1)} on {where}")
-                    dispatch(args, todo, baseline, rows, progress)
+                    dispatch(args, todo, baseline, remote, rows, progress)
             except KeyboardInterrupt:
                 landed = sum(r["state"] == "new" for r in rows.values())
                 progress.say(f"interrupted: {landed} trial{'s' * (landed != 1)} landed and kept; "
@@ -170,14 +179,14 @@ def main(args) -> None:
                 raise
             finally:
                 progress.close()
-    print(table(list(rows.values()), points[0].swept if points else []))
+    print(table(list(rows.values()), points[0].keys() if points else []))
     failed = [p for p in points if rows[p.name]["state"] in ("failed", "to run")]
     if failed:
         first = rows[failed[0].name]
         why = re.sub(r"^(error|ERROR): ", "", first.get("error") or "not run")
+        more = f"; and {len(failed) - 1} more (see above)" if len(failed) > 1 else ""
         raise StageError(f"{len(failed)} of {len(points)} trials failed: {failed[0].label()} ({first['name']}): "
-                         f"{why}" + (f"; and {len(failed) - 1} more (see above)"
-                                                                  if len(failed) > 1 else ""))
+                         f"{why}{more}")
 
 
 if __name__ == "__main__":

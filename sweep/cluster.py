@@ -52,6 +52,15 @@ def quiet(log: Path):
             terminal.close()
 
 
+def local_bits() -> str:
+    """What decides the bits of a stage on this machine, as the stages log it ('' if unknown):
+    harness/pins.py applied in a process of its own, as a stage applies it."""
+    code = "from harness import pins; pins.apply(); print(pins.describe())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "REPRO_NATIVE"})
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, colon, port = address.rpartition(":")
     if address.startswith("ray://"):
@@ -146,7 +155,7 @@ def connected(address: str | None):
         nodes = [n for n in ray.nodes() if n["Alive"]]
         cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
         where = (f"the cluster at {address}" if address else f"a local Ray on {LOOPBACK}") + \
-            f" ({len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPUs)"
+            f" ({len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPU{'s' * (cpus != 1)})"
         yield where
     finally:
         ray.shutdown()

@@ -34,10 +34,13 @@ class Point:
     def value(self, key: str) -> str:
         return next(o.partition("=")[2] for o in self.overrides if o.partition("=")[0] == key)
 
+    def keys(self) -> list[str]:
+        """The keys that tell this point from the others: the swept ones, or all that -S sets if none is."""
+        return self.swept or [o.partition("=")[0] for o in self.overrides if o.partition("=")[0] not in DEVICE_KEYS]
+
     def label(self) -> str:
-        """The swept keys and their values, `train.lr=0.001 model.dropout=0.2` (all keys if none is swept)."""
-        keys = self.swept or [o.partition("=")[0] for o in self.overrides if o.partition("=")[0] not in DEVICE_KEYS]
-        return " ".join(f"{k}={self.value(k)}" for k in keys)
+        """Its keys and values, `train.lr=0.001 model.dropout=0.2`."""
+        return " ".join(f"{k}={self.value(k)}" for k in self.keys())
 
 
 def check_key(key: str) -> None:
@@ -96,7 +99,7 @@ def name_of(point: Point) -> str:
     override (fixed keys and device too), so different points never share a name, and the
     same point is named the same in every sweep."""
     digest = hashlib.sha256("\n".join(sorted(point.overrides)).encode()).hexdigest()[:6]
-    readable = "-".join(f"{key.rpartition('.')[2]}{slug(point.value(key))}" for key in point.swept)[:48]
+    readable = "-".join(f"{key.rpartition('.')[2]}{slug(point.value(key))}" for key in point.keys())[:48]
     return f"{readable.strip('.-')}-{digest}" if readable.strip(".-") else f"sweep-{digest}"
 
 
@@ -127,7 +130,8 @@ def points(args: list[str], device: str, params_text: str) -> list[Point]:
             except Exception as exc:  # DVC's InvalidArgumentError, a value its YAML writer refuses
                 cause = exc.__cause__ or exc
                 raise StageError(f"-S {point.label()}: {one_line(str(cause))[:300]}") from None
-            found.append(point)
+            if point.name not in {p.name for p in found}:  # a value given twice is one point
+                found.append(point)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return found

@@ -16,7 +16,7 @@ import secrets
 import sys
 
 # Ray's own settings, for this process only: give up on a silent address in about 5 s
-FAST = {"RAY_py_gcs_connect_timeout_s": "3", "RAY_gcs_rpc_server_reconnect_timeout_s": "3",
+FAST = {"RAY_py_gcs_connect_timeout_s": "3", "RAY_gcs_rpc_server_reconnect_timeout_s": "2",
         "RAY_gcs_rpc_server_connect_timeout_s": "2"}
 
 

@@ -9,8 +9,8 @@ from tqdm import tqdm
 class Progress:
     """The bar (on a terminal only) and the per-trial lines, on `stream`."""
 
-    def __init__(self, total: int, stream) -> None:
-        self.total, self.done, self.stream = total, 0, stream
+    def __init__(self, total: int, stream, bits: str = "") -> None:
+        self.total, self.done, self.stream, self.bits = total, 0, stream, bits  # bits: this machine's, pinned
         self.bar = tqdm(total=total, desc="sweep: trials", unit="trial", file=stream, disable=None, leave=False,
                         dynamic_ncols=True)
 

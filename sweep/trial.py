@@ -8,7 +8,6 @@ Only the standard library at module level: the driver ships this module's code w
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -70,6 +69,12 @@ def last_error(output: str) -> str:
     return (lines[-1] if lines else "no output").strip()
 
 
+def bits_of(output: str) -> str:
+    """What decided the training's bits, as the train stage logged it (`train: bits: ...`)."""
+    found = [line.partition("train: bits: ")[2] for line in output.splitlines() if line.startswith("train: bits: ")]
+    return found[-1].strip() if found else ""
+
+
 def sh(args: list[str], cwd: Path, env: dict, log) -> int:
     """Run a command, its output to `log` after the command line; then its time and exit status."""
     log.write(f"$ {' '.join(args)}\n")
@@ -84,7 +89,7 @@ def sh(args: list[str], cwd: Path, env: dict, log) -> int:
 
 def run_trial(head: bytes, baseline: str, name: str, overrides: list[str], remote: str, settings: dict,
               author: dict, threads: int) -> dict:
-    """Run one point -> {name, node, seconds, ok, error, bundle, accuracy, log}."""
+    """Run one point -> {name, node, seconds, ok, error, bundle, bits, log}."""
     import ray
 
     started = time.time()
@@ -95,7 +100,7 @@ def run_trial(head: bytes, baseline: str, name: str, overrides: list[str], remot
     work = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{name[:40]}-", dir=root))
     clone, logfile = work / "repo", work / "log"
     env = trial_env(threads)
-    result = {"name": name, "node": node, "ok": False, "error": "", "bundle": b"", "accuracy": None}
+    result = {"name": name, "node": node, "ok": False, "error": "", "bundle": b"", "bits": ""}
     try:
         with open(logfile, "w") as log:
             (work / "head.bundle").write_bytes(head)
@@ -119,8 +124,7 @@ def run_trial(head: bytes, baseline: str, name: str, overrides: list[str], remot
             if sh(["git", "bundle", "create", "-q", str(work / "exp.bundle"), ref, f"^{baseline}"], clone, env, log):
                 raise RuntimeError("git bundle of the experiment")
         result["bundle"] = (work / "exp.bundle").read_bytes()
-        metrics = json.loads((clone / "reports" / "metrics.json").read_text())
-        result.update(ok=True, accuracy=metrics.get("test", {}).get("accuracy"))
+        result.update(ok=True, bits=bits_of(logfile.read_text(errors="replace")))
     except (RuntimeError, OSError, ValueError) as exc:
         output = logfile.read_text(errors="replace") if logfile.exists() else ""
         result["error"] = last_error(output) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,248 @@
+"""Trials per minute of `python -m sweep`: the same grid on one 1-CPU Ray node, on two 1-CPU
+nodes, and through DVC's own queue (`dvc exp run --queue` + `NN_THREADS=1 dvc queue start -j 2`)
+on the same machine; and the cost of a trial over a plain `dvc exp run` of the same point.
+
+    python benchmarks/sweep_scaling.py                  # 8 points (train.seed=range(0,8)), 3 rounds
+    python benchmarks/sweep_scaling.py --points 4 --rounds 1
+
+The project is a git clone of this repository's HEAD on the bundled 8x8 digits (the tests' small
+params: 6 epochs of a 32-unit network), run once and pushed to a DVC remote in a scratch folder;
+every scenario starts from a fresh clone of it, a fresh copy of that remote and fresh node HOMEs
+(so no run cache of an earlier scenario is restored in place of training). Each Ray node is a
+`ray start --block` on its own loopback address, held to one core with `taskset` (one node: core
+0; two nodes: cores 0 and 1) and given one CPU; token authentication on. The plain runs are `dvc
+exp run -S ...` one after the other in the workspace, on core 0, `NN_THREADS=1`. The queue is
+left to the machine's two cores. The driver (the sweep's command) is not pinned.
+
+Per trial: `plain` is a plain `dvc exp run` of a point (median); `trial` the median of a trial's
+own time on its node (clone, dvc exp run --pull, dvc push, bundle; the sweep's per-trial lines);
+`all in` the one-node sweep's whole wall time over its points (Ray's start-up, scheduling, and
+the landing of each trial included). Run by hand, when the machine is otherwise idle; not a test.
+
+Writes benchmarks/results/scratch/sweep.{md,json} (git-ignored), or with --update the committed
+benchmarks/results/sweep.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = {"fetch": {"dataset": "digits"}, "prepare": {"val_size": 200}, "model": {"hidden": [32]},
+          "train": {"epochs": 6, "batch_size": 32, "shift": 0, "warmup_epochs": 0},
+          "plots": {"samples": 9, "misclassified": 4, "dpi": 50}}
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def sh(*args, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode:
+        sys.exit(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def environment(home: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", HOME=str(home), DVC_NO_ANALYTICS="1", **extra)
+    return env
+
+
+def baseline(scratch: Path) -> Path:
+    """This repository's HEAD, cloned, on the digits, run and pushed -> the clone."""
+    import yaml
+
+    base = scratch / "base"
+    sh("git", "clone", "-q", ROOT, base)
+    sh("git", "config", "user.name", "bench", cwd=base)
+    sh("git", "config", "user.email", "bench@localhost", cwd=base)
+    params = yaml.safe_load((base / "params.yaml").read_text())
+    for section, values in DIGITS.items():
+        params[section].update(values)
+    (base / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = environment(scratch / "home")
+    sh("dvc", "remote", "add", "--local", "-d", "bench", scratch / "remote", cwd=base, env=env)
+    sh("dvc", "repro", cwd=base, env=env)
+    sh("git", "add", "-A", cwd=base)
+    sh("git", "commit", "-qm", "digits", cwd=base)
+    sh("dvc", "push", cwd=base, env=env)
+    return base
+
+
+def fresh(base: Path, scratch: Path, name: str) -> Path:
+    """A clone of the baseline with its outputs, pointed at its own copy of the remote."""
+    where = scratch / name
+    shutil.copytree(base, where / "p", symlinks=True)
+    shutil.copytree(scratch / "remote", where / "remote")
+    sh("dvc", "remote", "modify", "--local", "bench", "url", where / "remote", cwd=where / "p",
+       env=environment(scratch / "home"))
+    return where / "p"
+
+
+class Nodes:
+    """`ray start --block` nodes on 127.0.0.2, .3, ..., each on one core (taskset), one CPU."""
+
+    def __init__(self, scratch: Path, cores: list[int]) -> None:
+        self.temp = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))
+        self.token = os.urandom(32).hex()
+        self.port = free_port()
+        self.address = f"127.0.0.2:{self.port}"
+        self.procs = []
+        for i, core in enumerate(cores):
+            ip = f"127.0.0.{2 + i}"
+            home = scratch / f"node-{ip}"
+            home.mkdir(parents=True, exist_ok=True)
+            args = ["taskset", "-c", str(core), BIN / "ray", "start", "--block", f"--node-ip-address={ip}",
+                    "--num-cpus=1", "--num-gpus=0", "--object-store-memory=80000000", f"--temp-dir={self.temp}",
+                    "--disable-usage-stats",
+                    *(f"{flag}={free_port()}" for flag in ("--node-manager-port", "--object-manager-port",
+                                                           "--runtime-env-agent-port", "--metrics-export-port",
+                                                           "--dashboard-agent-listen-port",
+                                                           "--dashboard-agent-grpc-port"))]
+            args += ["--head", f"--port={self.port}", "--include-dashboard=false"] if i == 0 else \
+                [f"--address={self.address}"]
+            log = open(scratch / f"node-{ip}.log", "w")
+            self.procs.append((subprocess.Popen([str(a) for a in args], stdout=log, stderr=subprocess.STDOUT,
+                                                env=environment(home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
+                                                                TMPDIR=str(home)),
+                                                start_new_session=True), scratch / f"node-{ip}.log"))
+        for proc, log in self.procs:
+            while "Ray runtime started." not in log.read_text():
+                if proc.poll() is not None:
+                    sys.exit(log.read_text()[-2000:])
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def points(n: int) -> list[str]:
+    return [f"train.seed={k}" for k in range(n)]
+
+
+def sweep(project: Path, nodes: Nodes, n: int, scratch: Path) -> dict:
+    env = environment(scratch / "home", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=nodes.token)
+    started = time.time()
+    proc = sh(BIN / "python", "-m", "sweep", "-S", f"train.seed=range(0,{n})", "--address", nodes.address,
+              cwd=project, env=env)
+    wall = time.time() - started
+    trials = [float(s) for s in re.findall(r"landed .* \(([\d.]+) s\)$", proc.stderr, flags=re.M)]
+    assert len(trials) == n, proc.stderr
+    return {"wall": wall, "trials": trials}
+
+
+def plain(project: Path, n: int, scratch: Path) -> list[float]:
+    env = environment(scratch / "home", NN_THREADS="1")
+    times = []
+    for override in points(n):
+        started = time.time()
+        sh("taskset", "-c", "0", BIN / "dvc", "exp", "run", "-S", override, "-S", "train.device=cpu",
+           "-S", "evaluate.device=cpu", cwd=project, env=env)
+        times.append(time.time() - started)
+    return times
+
+
+def queue(project: Path, n: int, scratch: Path) -> float:
+    env = environment(scratch / "home", NN_THREADS="1")
+    sh("dvc", "exp", "run", "--queue", "-S", f"train.seed=range(0,{n})", "-S", "train.device=cpu",
+       "-S", "evaluate.device=cpu", cwd=project, env=env)
+    started = time.time()
+    with open(scratch / "queue.log", "a") as log:  # its workers outlive the command: no pipe of ours
+        subprocess.run([BIN / "dvc", "queue", "start", "-j", "2"], cwd=project, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True)
+    done = re.compile(r"^refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/", re.M)  # finished experiments, not the queue's refs
+    while len(done.findall(sh("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=project).stdout)) < n:
+        time.sleep(0.2)
+    wall = time.time() - started
+    sh("dvc", "queue", "stop", cwd=project, env=env, check=False)
+    return wall
+
+
+def one_round(base: Path, scratch: Path, n: int, k: int) -> dict:
+    out = {"plain": plain(fresh(base, scratch, f"plain{k}"), n, scratch)}
+    for name, cores in (("one node", [0]), ("two nodes", [0, 1])):
+        nodes = Nodes(scratch / f"{name.replace(' ', '-')}{k}", cores)
+        try:
+            out[name] = sweep(fresh(base, scratch, f"{name.replace(' ', '-')}{k}"), nodes, n, scratch)
+        finally:
+            nodes.stop()
+    out["queue"] = queue(fresh(base, scratch, f"queue{k}"), n, scratch)
+    return out
+
+
+def table(rounds: list[dict], n: int, command: str) -> str:
+    med = statistics.median
+    one = [r["one node"]["wall"] for r in rounds]
+    two = [r["two nodes"]["wall"] for r in rounds]
+    que = [r["queue"] for r in rounds]
+    plain_s = med([t for r in rounds for t in r["plain"]])
+    trial_s = med([t for r in rounds for t in r["one node"]["trials"]])
+    rate = lambda walls: 60 * n / med(walls)  # noqa: E731
+    lines = [f"`{command}` - {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+             f"{n} points (train.seed=range(0,{n})) on the digits, {len(rounds)} round{'s' * (len(rounds) > 1)}, "
+             "medians; load average before: " + ", ".join(f"{r['load']:.2f}" for r in rounds) + ".", "",
+             "| how | wall s (median) | trials / min | vs one node |", "|---|---|---|---|",
+             f"| Ray, one 1-CPU node | {med(one):.1f} | {rate(one):.2f} | 1.00× |",
+             f"| Ray, two 1-CPU nodes | {med(two):.1f} | {rate(two):.2f} | {med(one) / med(two):.2f}× |",
+             f"| `dvc queue start -j 2` (2 cores) | {med(que):.1f} | {rate(que):.2f} | {med(one) / med(que):.2f}× |",
+             "", "| per trial | seconds (median) | over plain |", "|---|---|---|",
+             f"| plain `dvc exp run` (in place, 1 core) | {plain_s:.2f} | |",
+             f"| a trial on its node (clone, run, push, bundle) | {trial_s:.2f} | +{trial_s - plain_s:.2f} |",
+             f"| all in (one-node sweep's wall / points) | {med(one) / n:.2f} | +{med(one) / n - plain_s:.2f} |"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--points", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--update", action="store_true", help="write the committed benchmarks/results/sweep.{md,json}")
+    args = p.parse_args()
+    command = "python benchmarks/sweep_scaling.py" + "".join(
+        f" --{k} {v}" for k, v in (("points", args.points), ("rounds", args.rounds)) if v != p.get_default(k))
+    scratch = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    try:
+        base = baseline(scratch)
+        rounds = []
+        for k in range(args.rounds):
+            load = os.getloadavg()[0]
+            rounds.append({"load": load, **one_round(base, scratch, args.points, k)})
+            print(f"round {k + 1}: {json.dumps(rounds[-1])}", file=sys.stderr)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    folder = ROOT / "benchmarks" / "results" / ("" if args.update else "scratch")
+    folder.mkdir(parents=True, exist_ok=True)
+    text = table(rounds, args.points, command)
+    (folder / "sweep.md").write_text(text)
+    (folder / "sweep.json").write_text(json.dumps({"command": command, "points": args.points, "rounds": rounds},
+                                                  indent=1) + "\n")
+    print(text)
+    print(f"wrote {folder / 'sweep.md'} and sweep.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
