@@ -28,6 +28,7 @@ output: .dvc/tmp/sweep/NAME.log; Ray's: .dvc/tmp/sweep/ray.log.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 import time
@@ -150,6 +151,8 @@ def dispatch(args, todo: list[grid.Point], baseline: str, remote: tuple[str, dic
 def main(args) -> None:
     from sweep import cluster
 
+    logging.getLogger("dvc").setLevel(logging.CRITICAL)  # DVC's own words come back as exceptions
+
     baseline = repo.check_workspace()
     points, there = plan(args, baseline)
     rows = {p.name: {"name": p.name, "values": {k: p.value(k) for k in p.keys()}, "state": "to run", "node": None}
@@ -171,6 +174,8 @@ def main(args) -> None:
             try:
                 with cluster.connected(args.address) as where:
                     progress.say(f"running {len(todo)} trial{'s' * (len(todo) != 1)} on {where}")
+                    if warning := cluster.check_room(args.cpus, int(args.device == "gpu"), not args.address):
+                        progress.say(warning)
                     dispatch(args, todo, baseline, remote, rows, progress)
             except KeyboardInterrupt:
                 landed = sum(r["state"] == "new" for r in rows.values())

@@ -61,6 +61,23 @@ def local_bits() -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
+def check_room(cpus: int, gpus: int, local: bool) -> str:
+    """Whether some node of the cluster has room for a trial (`cpus` CPUs, `gpus` GPUs): Ray would
+    wait for one for ever. StageError on a local Ray; on a cluster, a warning to show (an
+    autoscaling cluster adds such a node when asked)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return ""
+    need = f"{cpus} CPU{'s' * (cpus != 1)}" + (f" and {gpus} GPU" if gpus else "")
+    has = ", ".join(f"{n.get('CPU', 0):g} CPU{'s' * (n.get('CPU', 0) != 1)}, {n.get('GPU', 0):g} GPU" for n in nodes)
+    if local:
+        raise StageError(f"a trial needs {need} and this machine's Ray has {has}: lower --cpus"
+                         + (", or sweep with --device cpu" if gpus else ""))
+    return f"warning: no node of the cluster has {need} for a trial now ({has}); the trials wait for one"
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, colon, port = address.rpartition(":")
     if address.startswith("ray://"):

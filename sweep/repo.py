@@ -49,7 +49,10 @@ def check_workspace() -> str:
 def bundle(path: Path) -> bytes:
     """HEAD and its history as a git bundle: what a trial clones, on a node that shares no filesystem."""
     git("bundle", "create", "-q", str(path), "HEAD")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    finally:
+        path.unlink()
 
 
 def identity() -> dict[str, str]:

@@ -47,8 +47,8 @@ def digits():
 # The test files that take longest on 2 cores (seconds, `pytest --durations 0` summed per file),
 # handed out first: with `--dist loadfile` a long file dealt last keeps one worker busy while the
 # others have nothing left to do.
-LONGEST_FIRST = ("test_remote.py", "test_readme.py", "test_interrupt.py", "test_dag.py", "test_errors.py",
-                 "test_own_data.py", "test_queue.py", "test_hostile.py", "test_mnist.py")  # 157 s ... 43 s
+LONGEST_FIRST = ("test_remote.py", "test_sweep.py", "test_readme.py", "test_interrupt.py", "test_dag.py",  # 157 s ...
+                 "test_errors.py", "test_own_data.py", "test_queue.py", "test_hostile.py", "test_mnist.py")  # ... 43 s
 
 
 def pytest_collection_modifyitems(items):
