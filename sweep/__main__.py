@@ -36,7 +36,7 @@ import time
 from harness.command import Parser, run
 from harness.errors import StageError, one_line
 from sweep import grid, repo
-from sweep.report import Progress, table
+from sweep.report import Progress, accuracy, table
 
 
 def _count(least: int):
@@ -96,19 +96,18 @@ def land(result: dict, point: grid.Point, baseline: str, remote: str) -> str:
     return problem
 
 
-def report(point: grid.Point, result: dict, problem: str, row: dict, baseline: str, progress: Progress) -> None:
-    """The trial's row of the table, and its line."""
+def report(point: grid.Point, result: dict, problem: str, metrics: dict, row: dict, progress: Progress) -> None:
+    """The trial's row of the table (`metrics`: its test metrics, if it landed), and its line."""
     row.update(node=result["node"], state="failed" if problem else "new", error=problem)
     where = result["node"] or "?"
     if problem:
         progress.trial(f"FAILED {point.name}  {point.label()}  on {where}: {problem} "
                        f"(log: {repo.SCRATCH}/{point.name}.log)")
         return
-    metrics = repo.metrics_at(repo.experiments(baseline)[point.name])
     row.update(accuracy=metrics.get("accuracy"), loss=metrics.get("loss"))
-    progress.trial(f"landed {point.name}  {point.label()}  test accuracy {row['accuracy']:.4f}  "
+    progress.trial(f"landed {point.name}  {point.label()}  test accuracy {accuracy(row['accuracy'])}  "
                    f"on {where} ({result['seconds']:.1f} s)")
-    if result.get("bits") and result["bits"] != progress.bits:
+    if result.get("bits") and progress.bits and result["bits"] != progress.bits:
         progress.say(f"warning: {point.name} trained with other bits than this machine would ({result['bits']}; "
                      f"here: {progress.bits}): install the same packages on every node (constraints.txt)")
 
@@ -145,7 +144,9 @@ def dispatch(args, todo: list[grid.Point], baseline: str, remote: tuple[str, dic
                 result = {"ok": False, "node": None, "seconds": 0, "log": "",
                           "error": f"Ray could not run it ({one_line(said)[:200]})"}
             (repo.SCRATCH / f"{point.name}.log").write_text(result.get("log", ""))
-            report(point, result, land(result, point, baseline, remote[0]), rows[point.name], baseline, progress)
+            problem = land(result, point, baseline, remote[0])
+            metrics = {} if problem else repo.metrics_at(repo.experiments(baseline)[point.name])
+            report(point, result, problem, metrics, rows[point.name], progress)
 
 
 def main(args) -> None:

@@ -130,3 +130,42 @@ def test_a_killed_trial_s_clone_is_removed_by_the_next(tmp_path):
     (tmp_path / f"{os.getppid()}-alive-abc123-y").mkdir()
     trial.clean_stale(tmp_path)
     assert sorted(p.name.split("-")[1] for p in tmp_path.iterdir()) == ["alive"]
+
+
+def test_a_landed_trial_s_line_and_a_warning_when_its_bits_differ(tmp_path):
+    """The line per trial, and the warning when a node trained with other bits than this machine
+    would (another NumPy or OpenBLAS there: other bytes than a local run)."""
+    from sweep.__main__ import report
+    from sweep.report import Progress
+
+    point = grid.points(["train.lr=0.001,0.003"], "cpu", (ROOT / "params.yaml").read_text())[0]
+    here = "numpy 2.4.6, SIMD X86_V3; openblas 0.3.31.188.0 Haswell, 1 thread"
+    for bits, warned in ((here, False), (here.replace("2.4.6", "2.3.0"), True)):
+        with open(tmp_path / "out", "w+") as stream:
+            progress, row = Progress(2, stream, bits=here), {}
+            report(point, {"node": "10.0.0.6", "seconds": 7.25, "bits": bits}, "", {"accuracy": 0.93, "loss": 0.2},
+                   row, progress)
+            stream.seek(0)
+            lines = stream.read().splitlines()
+        said = f"sweep: [1/2] landed {point.name}  train.lr=0.001  test accuracy 0.9300  on 10.0.0.6 (7.2 s)"
+        assert lines[0] == said
+        assert row["state"] == "new" and row["accuracy"] == 0.93
+        assert (len(lines) == 2 and "trained with other bits than this machine would" in lines[1]) == warned, lines
+
+
+def test_the_benchmark_s_table_computes_its_figures():
+    """benchmarks/sweep_scaling.py's table from made-up rounds (the benchmark itself is run by hand)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_scaling", ROOT / "benchmarks" / "sweep_scaling.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    one = {"load": 0.2, "plain": [6.0, 6.2], "one node": {"wall": 16.0, "trials": [6.9, 7.1]},
+           "two nodes": {"wall": 8.5, "trials": [7.0, 7.2]}, "queue": 8.0}
+    text = bench.table([one, {**one, "load": 0.4, "queue": 9.0}, {**one, "load": 0.3, "queue": 10.0}], 2, "CMD")
+    assert text.startswith("`CMD` - ") and "load average before: 0.20, 0.40, 0.30." in text
+    assert "| Ray, one 1-CPU node | 16.0 | 7.50 | 1.00× |" in text
+    assert "| Ray, two 1-CPU nodes | 8.5 | 14.12 | 1.88× |" in text
+    assert "| `dvc queue start -j 2` (2 cores) | 9.0 | 13.33 | 1.78× |" in text
+    assert "| a trial on its node (clone, run, push, bundle) | 7.00 | +0.90 |" in text
+    assert "| all in (one-node sweep's wall / points) | 8.00 | +1.90 |" in text
