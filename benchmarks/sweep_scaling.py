@@ -222,6 +222,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--update", action="store_true", help="write the committed benchmarks/results/sweep.{md,json}")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the nodes and remove the scratch folder
     command = "python benchmarks/sweep_scaling.py" + "".join(
         f" --{k} {v}" for k, v in (("points", args.points), ("rounds", args.rounds)) if v != p.get_default(k))
     scratch = Path(tempfile.mkdtemp(prefix="sweep-bench-"))

@@ -113,9 +113,41 @@ def check_address(address: str) -> None:
         raise StageError(f"--address {address}: the cluster refused this driver: it uses token authentication and "
                          f"this driver {mine}; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token "
                          f"(see {DOCS})")
+    here = local_raylets()
+    if here is not None and resolved(address) not in here:
+        raise StageError(f"--address {address}: this machine is not a node of that cluster, and Ray runs a sweep "
+                         f"on one: run it on a node (the head is simplest), or join this machine first with "
+                         f"`ray start --address={address} --num-cpus=0 --block` (see {DOCS})")
     if said["open"]:
         print(f"sweep: warning: the cluster at {address} runs without token authentication: anyone who reaches its "
               f"ports can run code on its nodes (see {DOCS} to turn it on)", file=sys.stderr)
+
+
+def resolved(address: str) -> str:
+    """HOST:PORT with HOST as an IP address (as far as this machine can resolve it)."""
+    host, port = split_address(address)
+    try:
+        host = socket.gethostbyname(host)
+    except OSError:
+        pass
+    return f"{host}:{port}"
+
+
+def local_raylets() -> set[str] | None:
+    """The clusters this machine is a node of: the GCS address (resolved) of each raylet running
+    here, from the processes' command lines; None where there is no /proc to tell."""
+    proc = Path("/proc")
+    if not (proc / "self" / "cmdline").exists():
+        return None
+    found = set()
+    for cmdline in proc.glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[0].endswith(b"/raylet"):
+            found |= {resolved(a.decode().partition("=")[2]) for a in args if a.startswith(b"--gcs-address=")}
+    return found
 
 
 def short_temp_dir() -> Path:
