@@ -183,6 +183,7 @@ def connected(address: str | None):
             raise StageError(f"this machine has no loopback address {LOOPBACK} for a local Ray; give a cluster's "
                              f"--address (see {DOCS})") from None
         local_token()
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # Ray would report the cluster's use to its makers
         temp = short_temp_dir()
     import ray
 

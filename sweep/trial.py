@@ -49,10 +49,11 @@ def ini_value(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def config_local(remote: str, settings: dict, cache: str) -> str:
-    """The clone's .dvc/config.local: the default remote (settings the driver shipped, if any)
-    and the node's shared cache."""
-    lines = ["[core]", f"    remote = {remote}", "[cache]", f"    dir = {cache}"]
+def config_local(remote: str, settings: dict, cache: str, site: Path) -> str:
+    """The clone's .dvc/config.local: the default remote (settings the driver shipped, if any),
+    the node's shared cache, and DVC's site cache in the trial's own folder (by default DVC keeps
+    one under /var/tmp/dvc for every repository path it has seen: one a trial, for ever)."""
+    lines = ["[core]", f"    remote = {remote}", f"    site_cache_dir = {site}", "[cache]", f"    dir = {cache}"]
     if settings:
         lines.append(f"['remote \"{remote}\"']")
         lines += [f"    {key} = {ini_value(value)}" for key, value in settings.items()]
@@ -113,7 +114,7 @@ def run_trial(head: bytes, baseline: str, name: str, overrides: list[str], remot
                 if sh(args, cwd, env, log):
                     raise RuntimeError(f"{args[1]} of the project's commit failed")
             (clone / ".dvc" / "config.local").write_text(
-                config_local(remote, settings, os.path.expanduser(NODE_CACHE)))
+                config_local(remote, settings, os.path.expanduser(NODE_CACHE), work / "site"))
             dvc = [sys.executable, "-m", "dvc"]
             sets = [arg for override in overrides for arg in ("-S", override)]
             if sh([*dvc, "exp", "run", "--pull", "-n", name, *sets], clone, env, log):

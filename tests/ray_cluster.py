@@ -70,7 +70,7 @@ class Cluster:
         ports = ["--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
                  "--metrics-export-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port"]
         flags = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=80000000", f"--temp-dir={self.temp}",
-                 "--disable-usage-stats", *(f"{flag}={free_port()}" for flag in ports)]
+                 *(f"{flag}={free_port()}" for flag in ports)]
         return flags + (["--include-dashboard=false"] if head else [])
 
     def start(self, commands: dict[str, list[str]], envs: dict[str, dict]) -> None:

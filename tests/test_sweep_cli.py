@@ -169,3 +169,24 @@ def test_the_benchmark_s_table_computes_its_figures():
     assert "| `dvc queue start -j 2` (2 cores) | 9.0 | 13.33 | 1.78× |" in text
     assert "| a trial on its node (clone, run, push, bundle) | 7.00 | +0.90 |" in text
     assert "| all in (one-node sweep's wall / points) | 8.00 | +1.90 |" in text
+
+
+def test_the_remote_travels_to_the_trials_without_its_secrets(tmp_path, monkeypatch):
+    """config.local does not travel with a clone: the sweep hands each trial the default remote's
+    settings - but not its keys (each node has its own credentials)."""
+    from sweep import repo
+
+    p = Project(tmp_path / "p", DIGITS)
+    monkeypatch.chdir(p.path)
+    assert repo.default_remote() == ("local", {})  # the committed .dvc/config's: every clone has it
+    for args in (["add", "--local", "-d", "team", "s3://bucket/store"],
+                 ["modify", "--local", "team", "endpointurl", "http://127.0.0.1:9000"],
+                 ["modify", "--local", "team", "access_key_id", "AKIAEXAMPLE"],
+                 ["modify", "--local", "team", "secret_access_key", "not-for-the-nodes"]):
+        p.dvc("remote", *args)
+    name, settings = repo.default_remote()
+    assert name == "team" and settings["url"] == "s3://bucket/store"
+    assert settings["endpointurl"] == "http://127.0.0.1:9000"
+    assert "AKIAEXAMPLE" not in str(settings) and "not-for-the-nodes" not in str(settings)
+    ini = trial.config_local(name, settings, "/cache", tmp_path / "site")
+    assert "url = s3://bucket/store" in ini and "secret" not in ini and "remote = team" in ini
