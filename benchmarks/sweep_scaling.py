@@ -2,11 +2,12 @@
 nodes, and through DVC's own queue (`dvc exp run --queue` + `NN_THREADS=1 dvc queue start -j 2`)
 on the same machine; and the cost of a trial over a plain `dvc exp run` of the same point.
 
-    python benchmarks/sweep_scaling.py                  # 8 points (train.seed=range(0,8)), 3 rounds
+    python benchmarks/sweep_scaling.py                  # 8 points (train.seed=range(1,9)), 3 rounds
     python benchmarks/sweep_scaling.py --points 4 --rounds 1
 
 The project is a git clone of this repository's HEAD on the bundled 8x8 digits (the tests' small
-params: 6 epochs of a 32-unit network), run once and pushed to a DVC remote in a scratch folder;
+params: 6 epochs of a 32-unit network), run once and pushed to a DVC remote in a scratch folder
+(seeds from 1: seed 0 is the committed run's, whose unchanged model would spare plots its rerun);
 every scenario starts from a fresh clone of it, a fresh copy of that remote and fresh node HOMEs
 (so no run cache of an earlier scenario is restored in place of training). Each Ray node is a
 `ray start --block` on its own loopback address, held to one core with `taskset` (one node: core
@@ -141,13 +142,13 @@ class Nodes:
 
 
 def points(n: int) -> list[str]:
-    return [f"train.seed={k}" for k in range(n)]
+    return [f"train.seed={k}" for k in range(1, n + 1)]
 
 
 def sweep(project: Path, nodes: Nodes, n: int, scratch: Path) -> dict:
     env = environment(scratch / "home", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=nodes.token)
     started = time.time()
-    proc = sh(BIN / "python", "-m", "sweep", "-S", f"train.seed=range(0,{n})", "--address", nodes.address,
+    proc = sh(BIN / "python", "-m", "sweep", "-S", f"train.seed=range(1,{n + 1})", "--address", nodes.address,
               cwd=project, env=env)
     wall = time.time() - started
     trials = [float(s) for s in re.findall(r"landed .* \(([\d.]+) s\)$", proc.stderr, flags=re.M)]
@@ -168,7 +169,7 @@ def plain(project: Path, n: int, scratch: Path) -> list[float]:
 
 def queue(project: Path, n: int, scratch: Path) -> float:
     env = environment(scratch / "home", NN_THREADS="1")
-    sh("dvc", "exp", "run", "--queue", "-S", f"train.seed=range(0,{n})", "-S", "train.device=cpu",
+    sh("dvc", "exp", "run", "--queue", "-S", f"train.seed=range(1,{n + 1})", "-S", "train.device=cpu",
        "-S", "evaluate.device=cpu", cwd=project, env=env)
     started = time.time()
     with open(scratch / "queue.log", "a") as log:  # its workers outlive the command: no pipe of ours
@@ -203,7 +204,7 @@ def table(rounds: list[dict], n: int, command: str) -> str:
     trial_s = med([t for r in rounds for t in r["one node"]["trials"]])
     rate = lambda walls: 60 * n / med(walls)  # noqa: E731
     lines = [f"`{command}` - {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-             f"{n} points (train.seed=range(0,{n})) on the digits, {len(rounds)} round{'s' * (len(rounds) > 1)}, "
+             f"{n} points (train.seed=range(1,{n + 1})) on the digits, {len(rounds)} round{'s' * (len(rounds) > 1)}, "
              "medians; load average before: " + ", ".join(f"{r['load']:.2f}" for r in rounds) + ".", "",
              "| how | wall s (median) | trials / min | vs one node |", "|---|---|---|---|",
              f"| Ray, one 1-CPU node | {med(one):.1f} | {rate(one):.2f} | 1.00× |",
