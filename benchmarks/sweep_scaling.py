@@ -19,6 +19,9 @@ Per trial: `plain` is a plain `dvc exp run` of a point (median); `trial` the med
 own time on its node (clone, dvc exp run --pull, dvc push, bundle; the sweep's per-trial lines);
 `all in` the one-node sweep's whole wall time over its points (Ray's start-up, scheduling, and
 the landing of each trial included). Run by hand, when the machine is otherwise idle; not a test.
+The CPU that other processes use meanwhile is measured (Others): rounds are taken until --rounds
+of them were quiet (other processes kept under a tenth of a core busy in every phase; at most
+--max-rounds), and the medians are of the quiet rounds.
 
 Writes benchmarks/results/scratch/sweep.{md,json} (git-ignored), or with --update the committed
 benchmarks/results/sweep.{md,json}.
@@ -38,14 +41,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = {"fetch": {"dataset": "digits"}, "prepare": {"val_size": 200}, "model": {"hidden": [32]},
           "train": {"epochs": 6, "batch_size": 32, "shift": 0, "warmup_epochs": 0},
           "plots": {"samples": 9, "misclassified": 4, "dpi": 50}}
 BIN = Path(sys.executable).parent
+QUIET = 0.1  # cores: a round in which other processes kept more busy (on average, in any phase) is not quoted
 
 
 def free_port() -> int:
@@ -141,6 +148,37 @@ class Nodes:
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
+class Others(threading.Thread):
+    """The CPU seconds that processes other than this benchmark's use meanwhile (another user's
+    tests on the machine), sampled every half second: a round they disturb is not quoted."""
+
+    def __init__(self, scratch: Path) -> None:
+        super().__init__(daemon=True)
+        self.scratch, self.seconds, self.seen, self.stopped = str(scratch), 0.0, {}, threading.Event()
+
+    def ours(self, process, tree: set[int]) -> bool:
+        """In this benchmark's tree, or working in its scratch folder (dvc queue's workers leave the tree)."""
+        try:
+            return process.pid in tree or process.cwd().startswith(self.scratch)
+        except psutil.Error:
+            return False
+
+    def run(self) -> None:
+        me, first = psutil.Process(), True
+        while not self.stopped.wait(0.5):
+            tree = {me.pid, *(p.pid for p in me.children(recursive=True))}
+            for process in psutil.process_iter(["cpu_times"]):
+                times = process.info["cpu_times"]
+                if times is None or self.ours(process, tree):
+                    continue
+                used = times.user + times.system
+                before = self.seen.get(process.pid, None if first else 0.0)
+                if before is not None:
+                    self.seconds += max(0.0, used - before)
+                self.seen[process.pid] = used
+            first = False
+
+
 def points(n: int) -> list[str]:
     return [f"train.seed={k}" for k in range(1, n + 1)]
 
@@ -183,20 +221,32 @@ def queue(project: Path, n: int, scratch: Path) -> float:
     return wall
 
 
-def one_round(base: Path, scratch: Path, n: int, k: int) -> dict:
-    out = {"plain": plain(fresh(base, scratch, f"plain{k}"), n, scratch)}
-    for name, cores in (("one node", [0]), ("two nodes", [0, 1])):
-        nodes = Nodes(scratch / f"{name.replace(' ', '-')}{k}", cores)
-        try:
-            out[name] = sweep(fresh(base, scratch, f"{name.replace(' ', '-')}{k}"), nodes, n, scratch)
-        finally:
-            nodes.stop()
-    out["queue"] = queue(fresh(base, scratch, f"queue{k}"), n, scratch)
+def one_round(base: Path, scratch: Path, n: int, k: int, others: Others) -> dict:
+    out, busy = {}, {}
+    for name in ("plain", "one node", "two nodes", "queue"):
+        project, before, started = fresh(base, scratch, f"{name.replace(' ', '-')}{k}"), others.seconds, time.time()
+        if name == "plain":
+            out[name] = plain(project, n, scratch)
+        elif name == "queue":
+            out[name] = queue(project, n, scratch)
+        else:
+            nodes = Nodes(scratch / f"{name.replace(' ', '-')}{k}", [0] if name == "one node" else [0, 1])
+            try:
+                out[name] = sweep(project, nodes, n, scratch)
+            finally:
+                nodes.stop()
+        busy[name] = (others.seconds - before) / (time.time() - started)  # cores others kept busy, on average
+    out["others"] = busy
     return out
 
 
-def table(rounds: list[dict], n: int, command: str) -> str:
+def quiet(round_: dict) -> bool:
+    """Whether other processes kept less than a tenth of a core busy in every phase of the round."""
+    return max(round_["others"].values()) < QUIET
+
+def table(every: list[dict], n: int, command: str) -> str:
     med = statistics.median
+    rounds = [r for r in every if quiet(r)] or every
     one = [r["one node"]["wall"] for r in rounds]
     two = [r["two nodes"]["wall"] for r in rounds]
     que = [r["queue"] for r in rounds]
@@ -204,8 +254,11 @@ def table(rounds: list[dict], n: int, command: str) -> str:
     trial_s = med([t for r in rounds for t in r["one node"]["trials"]])
     rate = lambda walls: 60 * n / med(walls)  # noqa: E731
     lines = [f"`{command}` - {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-             f"{n} points (train.seed=range(1,{n + 1})) on the digits, {len(rounds)} round{'s' * (len(rounds) > 1)}, "
-             "medians; load average before: " + ", ".join(f"{r['load']:.2f}" for r in rounds) + ".", "",
+             f"{n} points (train.seed=range(1,{n + 1})) on the digits; medians of "
+             + (f"the {len(rounds)} quiet round{'s' * (len(rounds) > 1)} of {len(every)}" if rounds is not every
+                else f"all {len(every)} rounds (none was quiet)")
+             + " (other processes kept busy, on average, at most " + ", ".join(
+                 f"{max(r['others'].values()):.2f}" for r in rounds) + " of a core in any phase).", "",
              "| how | wall s (median) | trials / min | vs one node |", "|---|---|---|---|",
              f"| Ray, one 1-CPU node | {med(one):.1f} | {rate(one):.2f} | 1.00× |",
              f"| Ray, two 1-CPU nodes | {med(two):.1f} | {rate(two):.2f} | {med(one) / med(two):.2f}× |",
@@ -220,21 +273,25 @@ def table(rounds: list[dict], n: int, command: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--points", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="quiet rounds to take (see Others)")
+    p.add_argument("--max-rounds", type=int, default=8, help="rounds at most, quiet or not")
     p.add_argument("--update", action="store_true", help="write the committed benchmarks/results/sweep.{md,json}")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the nodes and remove the scratch folder
     command = "python benchmarks/sweep_scaling.py" + "".join(
-        f" --{k} {v}" for k, v in (("points", args.points), ("rounds", args.rounds)) if v != p.get_default(k))
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "update" and v != p.get_default(k))
     scratch = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
+    others = Others(scratch)
+    others.start()
     try:
         base = baseline(scratch)
         rounds = []
-        for k in range(args.rounds):
+        while sum(map(quiet, rounds)) < args.rounds and len(rounds) < args.max_rounds:
             load = os.getloadavg()[0]
-            rounds.append({"load": load, **one_round(base, scratch, args.points, k)})
-            print(f"round {k + 1}: {json.dumps(rounds[-1])}", file=sys.stderr)
+            rounds.append({"load": load, **one_round(base, scratch, args.points, len(rounds), others)})
+            print(f"round {len(rounds)}: {json.dumps(rounds[-1])}", file=sys.stderr)
     finally:
+        others.stopped.set()
         shutil.rmtree(scratch, ignore_errors=True)
     folder = ROOT / "benchmarks" / "results" / ("" if args.update else "scratch")
     folder.mkdir(parents=True, exist_ok=True)
