@@ -319,14 +319,14 @@ def test_a_driver_off_the_cluster_is_told_to_run_on_a_node(cluster, monkeypatch)
     """Ray runs a driver on a node of its cluster (it attaches to that node's raylet): from a machine
     with no raylet of the cluster, `ray.init` would look for one for a minute, then fail."""
     from harness.errors import StageError
-    from sweep import cluster as ray_side
+    from sweep import address
 
     monkeypatch.setenv("HOME", str(cluster.home(HEAD)))
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    assert ray_side.resolved(cluster.address) in ray_side.local_raylets()  # the nodes here: found
-    monkeypatch.setattr(ray_side, "local_raylets", lambda: set())  # a machine with none
+    assert address.resolved(cluster.address) in address.local_raylets()  # the nodes here: found
+    monkeypatch.setattr(address, "local_raylets", lambda: set())  # a machine with none
     with pytest.raises(StageError, match="this machine is not a node of that cluster"):
-        ray_side.check_address(cluster.address)
+        address.check_address(cluster.address)
 
 
 def test_the_local_default_lands_the_same_experiments_and_is_gone_after(projects, cluster, tmp_path):
