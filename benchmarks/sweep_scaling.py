@@ -12,8 +12,10 @@ every scenario starts from a fresh clone of it, a fresh copy of that remote and 
 (so no run cache of an earlier scenario is restored in place of training). Each Ray node is a
 `ray start --block` on its own loopback address, held to one core with `taskset` (one node: core
 0; two nodes: cores 0 and 1) and given one CPU; token authentication on. The plain runs are `dvc
-exp run -S ...` one after the other in the workspace, on core 0, `NN_THREADS=1`. The queue is
-left to the machine's two cores. The driver (the sweep's command) is not pinned.
+exp run -S ...` one after the other in the workspace, on core 0, `NN_THREADS=1`; then two at a
+time, one on each core, in two copies of the project: what two independent runs get out of this
+machine - the ceiling for two 1-CPU nodes on it. The queue is left to the machine's two cores.
+The driver (the sweep's command) is not pinned.
 
 Per trial: `plain` is a plain `dvc exp run` of a point (median); `trial` the median of a trial's
 own time on its node (clone, dvc exp run --pull, dvc push, bundle; the sweep's per-trial lines);
@@ -205,6 +207,22 @@ def plain(project: Path, n: int, scratch: Path) -> list[float]:
     return times
 
 
+def side_by_side(projects: tuple[Path, Path], n: int, scratch: Path) -> float:
+    """The plain runs two at a time, one on each core, in two copies of the project -> wall seconds:
+    what two independent runs get out of this machine (its ceiling for two 1-CPU nodes)."""
+    env = environment(scratch / "home", NN_THREADS="1")
+    started = time.time()
+    overrides = points(n)
+    for i in range(0, n, 2):
+        runs = [subprocess.Popen(["taskset", "-c", str(core), BIN / "dvc", "exp", "run", "-S", override,
+                                  "-S", "train.device=cpu", "-S", "evaluate.device=cpu"], cwd=project, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for core, (project, override) in enumerate(zip(projects, overrides[i:i + 2]))]
+        if any(run.wait() for run in runs):
+            sys.exit(f"a plain run of {overrides[i:i + 2]} failed")
+    return time.time() - started
+
+
 def queue(project: Path, n: int, scratch: Path) -> float:
     env = environment(scratch / "home", NN_THREADS="1")
     sh("dvc", "exp", "run", "--queue", "-S", f"train.seed=range(1,{n + 1})", "-S", "train.device=cpu",
@@ -223,10 +241,12 @@ def queue(project: Path, n: int, scratch: Path) -> float:
 
 def one_round(base: Path, scratch: Path, n: int, k: int, others: Others) -> dict:
     out, busy = {}, {}
-    for name in ("plain", "one node", "two nodes", "queue"):
+    for name in ("plain", "side by side", "one node", "two nodes", "queue"):
         project, before, started = fresh(base, scratch, f"{name.replace(' ', '-')}{k}"), others.seconds, time.time()
         if name == "plain":
             out[name] = plain(project, n, scratch)
+        elif name == "side by side":
+            out[name] = side_by_side((project, fresh(base, scratch, f"side-by-side-b{k}")), n, scratch)
         elif name == "queue":
             out[name] = queue(project, n, scratch)
         else:
@@ -245,28 +265,41 @@ def quiet(round_: dict) -> bool:
     return max(round_["others"].values()) < QUIET
 
 def table(every: list[dict], n: int, command: str) -> str:
-    med = statistics.median
+    """The figures: each a median over the quiet rounds (all rounds if none was) of that round's
+    own figure - ratios and differences taken within a round, between phases run back to back."""
     rounds = [r for r in every if quiet(r)] or every
-    one = [r["one node"]["wall"] for r in rounds]
-    two = [r["two nodes"]["wall"] for r in rounds]
-    que = [r["queue"] for r in rounds]
-    plain_s = med([t for r in rounds for t in r["plain"]])
-    trial_s = med([t for r in rounds for t in r["one node"]["trials"]])
-    rate = lambda walls: 60 * n / med(walls)  # noqa: E731
+
+    def med(figure) -> float:
+        return statistics.median(figure(r) for r in rounds)
+
+    one, two, que = med(lambda r: r["one node"]["wall"]), med(lambda r: r["two nodes"]["wall"]), med(
+        lambda r: r["queue"])
+    plain_s = med(lambda r: statistics.median(r["plain"]))
+    trial_s = med(lambda r: statistics.median(r["one node"]["trials"]))
+    over = med(lambda r: statistics.median(r["one node"]["trials"]) - statistics.median(r["plain"]))
+    all_in = med(lambda r: r["one node"]["wall"] / n - statistics.median(r["plain"]))
     lines = [f"`{command}` - {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
              f"{n} points (train.seed=range(1,{n + 1})) on the digits; medians of "
              + (f"the {len(rounds)} quiet round{'s' * (len(rounds) > 1)} of {len(every)}" if rounds is not every
                 else f"all {len(every)} rounds (none was quiet)")
              + " (other processes kept busy, on average, at most " + ", ".join(
-                 f"{max(r['others'].values()):.2f}" for r in rounds) + " of a core in any phase).", "",
-             "| how | wall s (median) | trials / min | vs one node |", "|---|---|---|---|",
-             f"| Ray, one 1-CPU node | {med(one):.1f} | {rate(one):.2f} | 1.00× |",
-             f"| Ray, two 1-CPU nodes | {med(two):.1f} | {rate(two):.2f} | {med(one) / med(two):.2f}× |",
-             f"| `dvc queue start -j 2` (2 cores) | {med(que):.1f} | {rate(que):.2f} | {med(one) / med(que):.2f}× |",
-             "", "| per trial | seconds (median) | over plain |", "|---|---|---|",
+                 f"{max(r['others'].values()):.2f}" for r in rounds) + " of a core in any phase); ratios and "
+             "differences are taken within each round.", "",
+             "| how | wall s | trials / min | vs one node |", "|---|---|---|---|",
+             f"| plain `dvc exp run`, one after another (1 core) | {med(lambda r: sum(r['plain'])):.1f} | "
+             f"{60 * n / med(lambda r: sum(r['plain'])):.2f} | |",
+             f"| two plain `dvc exp run` side by side (2 cores): this machine's ceiling | "
+             f"{med(lambda r: r['side by side']):.1f} | {60 * n / med(lambda r: r['side by side']):.2f} | "
+             f"{med(lambda r: sum(r['plain']) / r['side by side']):.2f}× the plain runs |",
+             f"| Ray, one 1-CPU node | {one:.1f} | {60 * n / one:.2f} | 1.00× |",
+             f"| Ray, two 1-CPU nodes | {two:.1f} | {60 * n / two:.2f} | "
+             f"{med(lambda r: r['one node']['wall'] / r['two nodes']['wall']):.2f}× |",
+             f"| `dvc queue start -j 2` (2 cores) | {que:.1f} | {60 * n / que:.2f} | "
+             f"{med(lambda r: r['one node']['wall'] / r['queue']):.2f}× |",
+             "", "| per trial (each a median of the rounds' medians) | seconds | over plain |", "|---|---|---|",
              f"| plain `dvc exp run` (in place, 1 core) | {plain_s:.2f} | |",
-             f"| a trial on its node (clone, run, push, bundle) | {trial_s:.2f} | +{trial_s - plain_s:.2f} |",
-             f"| all in (one-node sweep's wall / points) | {med(one) / n:.2f} | +{med(one) / n - plain_s:.2f} |"]
+             f"| a trial on its node (clone, run, push, bundle) | {trial_s:.2f} | +{over:.2f} |",
+             f"| all in (one-node sweep's wall / points) | {one / n:.2f} | +{all_in:.2f} |"]
     return "\n".join(lines) + "\n"
 
 

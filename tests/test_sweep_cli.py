@@ -161,16 +161,17 @@ def test_the_benchmark_s_table_computes_its_figures():
     spec = importlib.util.spec_from_file_location("sweep_scaling", ROOT / "benchmarks" / "sweep_scaling.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    calm = {"plain": 0.01, "one node": 0.02, "two nodes": 0.05, "queue": 0.0}
-    one = {"load": 0.2, "plain": [6.0, 6.2], "one node": {"wall": 16.0, "trials": [6.9, 7.1]},
+    calm = {"plain": 0.01, "side by side": 0.0, "one node": 0.02, "two nodes": 0.05, "queue": 0.0}
+    one = {"load": 0.2, "plain": [6.0, 6.2], "side by side": 6.8, "one node": {"wall": 16.0, "trials": [6.9, 7.1]},
            "two nodes": {"wall": 8.5, "trials": [7.0, 7.2]}, "queue": 8.0, "others": calm}
     busy = {**one, "two nodes": {"wall": 15.0, "trials": [11.0, 12.0]}, "others": {**calm, "two nodes": 0.9}}
     text = bench.table([one, busy, {**one, "queue": 10.0}], 2, "CMD")
     assert text.startswith("`CMD` - ") and "medians of the 2 quiet rounds of 3" in text, text
     assert "at most 0.05, 0.05 of a core in any phase" in text
+    assert "| two plain `dvc exp run` side by side (2 cores): this machine's ceiling | 6.8 | 17.65 | 1.79× " in text
     assert "| Ray, one 1-CPU node | 16.0 | 7.50 | 1.00× |" in text
     assert "| Ray, two 1-CPU nodes | 8.5 | 14.12 | 1.88× |" in text
-    assert "| `dvc queue start -j 2` (2 cores) | 9.0 | 13.33 | 1.78× |" in text
+    assert "| `dvc queue start -j 2` (2 cores) | 9.0 | 13.33 | 1.80× |" in text  # 16/8 and 16/10
     assert "| a trial on its node (clone, run, push, bundle) | 7.00 | +0.90 |" in text
     assert "| all in (one-node sweep's wall / points) | 8.00 | +1.90 |" in text
     assert "none was quiet" in bench.table([busy], 2, "CMD")
