@@ -128,6 +128,8 @@ def connected(address: str | None):
         said = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         where = f"the cluster at {address}" if address else "a local Ray"
         raise StageError(f"could not start or join {where}: {said} (Ray's log: .dvc/tmp/sweep/ray.log)") from None
+    with contextlib.suppress(OSError):
+        os.nice(5)  # this process's bookkeeping yields to the trials where they share its cores (not Ray's)
     try:
         nodes = [n for n in ray.nodes() if n["Alive"]]
         cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
