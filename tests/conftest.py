@@ -47,9 +47,9 @@ def digits():
 # The test files that take longest on 2 cores (seconds, `pytest --durations 0` summed per file),
 # handed out first: with `--dist loadfile` a long file dealt last keeps one worker busy while the
 # others have nothing left to do.
-LONGEST_FIRST = ("test_stops.py", "test_remote.py", "test_experiments_page.py", "test_docs.py", "test_interrupt.py",
-                 "test_dag.py", "test_errors.py", "test_own_data.py", "test_queue.py", "test_hostile.py",
-                 "test_mnist.py")  # test_stops.py: ~100 s of CPU (its drivers use both cores)
+LONGEST_FIRST = ("test_stops.py", "test_remote.py", "test_sweep.py", "test_experiments_page.py", "test_docs.py",
+                 "test_interrupt.py", "test_dag.py", "test_errors.py", "test_own_data.py", "test_queue.py",
+                 "test_hostile.py", "test_mnist.py")  # test_stops.py: ~100 s of CPU (its drivers use both cores)
 
 
 def pytest_collection_modifyitems(items):

@@ -29,6 +29,21 @@ NOT_RUN = {
         "installs packages; the suite's install has the extra ([dev] includes [s3])",
     ". .venv/bin/activate":
         "the suite already runs with the venv's bin first on PATH (tests/project.py env())",
+    # docs/sweeps.md
+    "(umask 077 && mkdir -p ~/.ray && scp 10.0.0.5:.ray/auth_token ~/.ray/auth_token)":
+        "copies the token from another machine: tests/test_sweep.py copies the head's ~/.ray/auth_token to the "
+        "worker's HOME",
+    "dvc remote add --local --default team s3://BUCKET/mnist":
+        "needs an S3 bucket and its keys; tests/test_remote.py sets up this remote against moto's S3 server",
+    "export AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…": "needs real S3 keys",
+    "python -m remote && dvc push": "needs the S3 remote above; tests/test_remote.py runs both against moto",
+    "ray up cluster.yaml": "needs a cloud account",
+    "ray exec cluster.yaml 'cd mnist && . .venv/bin/activate && RAY_AUTH_MODE=token python -m sweep -S "
+    "train.lr=0.001,0.003 --address $(hostname -I | cut -d\" \" -f1):6379'": "needs the cloud cluster of ray up",
+    "ray down cluster.yaml": "needs the cloud cluster of ray up",
+    "kubectl apply -f raycluster.yaml": "needs a Kubernetes cluster with the KubeRay operator",
+    "kubectl exec -it HEAD_POD -- bash -c 'cd mnist && python -m sweep -S train.lr=0.001,0.003 --address "
+    "$RAY_IP:6379'": "needs the KubeRay cluster above",
 }
 
 
@@ -38,6 +53,7 @@ class Command:
     heading: str  # the heading line above the block, e.g. "## Your own data"
     text: str  # as written: continuations joined, the trailing comment dropped
     line: int  # where it starts
+    block: int  # the line its fenced block starts on
 
 
 def pages() -> list[Path]:
@@ -91,7 +107,7 @@ def commands(path: Path) -> list[Command]:
                 continue
             text = strip_comment(re.sub(r"\s+", " ", joined + line).strip())
             if text:
-                found.append(Command(rel, heading, text, start))
+                found.append(Command(rel, heading, text, start, first))
             joined, start = "", None
     return found
 
@@ -102,9 +118,18 @@ def all_commands() -> list[Command]:
 
 def section_commands(path: str, heading: str) -> list[str]:
     """The commands of one section, in order, as a test runs them: all but those NOT_RUN lists."""
-    found = [c.text for c in commands(ROOT / path) if c.heading == heading]
-    assert found, f"{path} has no commands under {heading!r}"
-    return [text for text in found if text not in NOT_RUN]
+    return [text for block in section_blocks(path, heading) for text in block]
+
+
+def section_blocks(path: str, heading: str) -> list[list[str]]:
+    """The commands of one section block by block (a test that runs each block somewhere else, say
+    on another machine of a cluster): all but those NOT_RUN lists."""
+    blocks = {}
+    for c in commands(ROOT / path):
+        if c.heading == heading:
+            blocks.setdefault(c.block, []).append(c.text)
+    assert blocks, f"{path} has no commands under {heading!r}"
+    return [[text for text in block if text not in NOT_RUN] for block in blocks.values()]
 
 
 def shown_outputs(path: str, heading: str) -> list[str]:

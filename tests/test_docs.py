@@ -40,15 +40,18 @@ def string_constants(tree: ast.Module) -> dict[str, str]:
     return found
 
 
+RUNNERS = ("section_commands", "section_blocks")  # the functions of tests/docs.py a test runs a section with
+
+
 def sections_run_by_tests() -> set[tuple[str, str]]:
-    """(page, heading) of every `section_commands(page, heading)` call in tests/, its arguments
+    """(page, heading) of every `section_commands(page, heading)` (or `section_blocks`) call in tests/, its arguments
     written out or as the module's string constants."""
     found = set()
     for path in sorted((ROOT / "tests").glob("test_*.py")):
         tree = ast.parse(path.read_text())
         names = string_constants(tree)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "section_commands":
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in RUNNERS:
                 values = [a.value if isinstance(a, ast.Constant) else names.get(getattr(a, "id", None))
                           for a in node.args]
                 if len(values) == 2 and all(isinstance(v, str) for v in values):
