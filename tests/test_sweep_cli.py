@@ -172,6 +172,8 @@ def test_the_benchmark_s_table_computes_its_figures():
     assert "| Ray, one 1-CPU node | 16.0 | 7.50 | 1.00× |" in text
     assert "| Ray, two 1-CPU nodes | 8.5 | 14.12 | 1.88× |" in text
     assert "| `dvc queue start -j 2` (2 cores) | 9.0 | 13.33 | 1.80× |" in text  # 16/8 and 16/10
+    assert "Round by round: two nodes over one 1.88×, 1.88×; the machine's ceiling (side by side over the plain " \
+        "runs) 1.79×, 1.79×." in text
     assert "| a trial on its node (clone, run, push, bundle) | 7.00 | +0.90 |" in text
     assert "| all in (one-node sweep's wall / points) | 8.00 | +1.90 |" in text
     assert "none was quiet" in bench.table([busy], 2, "CMD")
