@@ -79,13 +79,15 @@ def params_at(ref: str) -> dict | None:
 
 
 def metrics_at(ref: str) -> dict:
+    """The experiment's metrics (reports/metrics.json: accuracy, loss, ... of the test set), {} if unreadable."""
     import json
 
     text = read_at(ref, "reports/metrics.json")
     try:
-        return json.loads(text).get("test", {}) if text else {}
+        metrics = json.loads(text) if text else {}
     except ValueError:
         return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def default_remote() -> tuple[str, dict]:

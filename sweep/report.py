@@ -32,8 +32,8 @@ def accuracy(value) -> str:
 
 
 def table(rows: list[dict], keys: list[str]) -> str:
-    """Experiment, the swept params, test accuracy and loss, where it ran, what happened: one row a point."""
-    head = ["Experiment", *keys, "test.accuracy", "test.loss", "ran on", "state"]
+    """Experiment, the swept params, the test accuracy and loss, where it ran, what happened: one row a point."""
+    head = ["Experiment", *keys, "accuracy", "loss", "ran on", "state"]  # as dvc metrics show names them
     body = [[r["name"], *(r["values"].get(k, "") for k in keys), accuracy(r.get("accuracy")), accuracy(r.get("loss")),
              r.get("node") or "-", r["state"]] for r in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(head, *body)]

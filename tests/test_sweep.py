@@ -35,7 +35,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.docs import section_blocks
+from tests.docs import section_blocks, shown_outputs
 from tests.project import DIGITS, Project, assert_clean_failure, env
 from tests.ray_cluster import HEAD, WORKER, Cluster, Watcher
 
@@ -172,8 +172,15 @@ def model_md5(project: Project, name: str) -> str:
 
 
 def landed(stderr: str) -> dict[str, str]:
-    """{name: node} of the trials the sweep says landed."""
-    return dict(re.findall(r"landed (\S+) .* on (127\.0\.0\.\d+) \(", stderr))
+    """{name: node} of the trials the sweep says landed, each with its test accuracy."""
+    return dict(re.findall(r"landed (\S+) .* test accuracy \d\.\d{4}  on (127\.0\.0\.\d+) \(", stderr))
+
+
+def trial_lines(text: str) -> list[tuple[str, ...]]:
+    """(name, its values, test accuracy) of each landed trial's line, and (name, values, error) of
+    each failed one's: what a sweep's lines say whatever node ran a trial and however long it took."""
+    return sorted(re.findall(r"landed (\S+)  (.*?)  test accuracy (\S+)  on ", text)
+                  + re.findall(r"FAILED (\S+)  (.*?)  on \S+: (error: .*) \(log: ", text))
 
 
 def test_a_grid_lands_every_point_once_from_both_nodes_though_the_worker_dies(projects, cluster, tmp_path):
@@ -205,7 +212,8 @@ def test_a_grid_lands_every_point_once_from_both_nodes_though_the_worker_dies(pr
     points = sorted((experiments[n]["train"]["lr"], experiments[n]["model"]["dropout"]) for n in ran)
     assert points == [(0.001, 0), (0.001, 0.1), (0.003, 0), (0.003, 0.1)]
     assert all(experiments[n]["train"]["device"] == "cpu" == experiments[n]["evaluate"]["device"] for n in ran)
-    assert re.search(r"^Experiment +train\.lr +model\.dropout +test\.accuracy", out, re.M), out
+    assert re.search(r"^Experiment +train\.lr +model\.dropout +accuracy +loss", out, re.M), out
+    assert trial_lines(shown_outputs(PAGE, CLUSTER)[0]) == trial_lines(err)  # what the docs show is what it says
     # `dvc exp apply NAME && dvc pull` in (a copy of) the user's project: the sweep fetched the outputs ...
     name = next(iter(ran))
     mine = Project(tmp_path / "mine", like=project)
@@ -251,6 +259,7 @@ def test_a_bad_point_fails_alone_with_its_error_line(projects, cluster):
     assert "error: params.yaml: train.lr must be a number > 0 (got -1)" in failed[0], failed  # the stage's own line
     new = set(exp_refs(project)) - set(before)
     assert len(new) == 1 and shown(project)[new.pop()]["train"]["lr"] == 0.005
+    assert trial_lines(shown_outputs(PAGE, CLUSTER)[1]) == trial_lines(proc.stderr)  # as docs/sweeps.md shows it
 
 
 def test_a_driver_without_the_token_is_refused(projects, cluster, tmp_path):
@@ -298,6 +307,7 @@ def test_the_local_default_lands_the_same_experiments_and_is_gone_after(projects
             said = proc.stderr
             quiet_ray(said)
     assert f"on a local Ray on {HEAD} (1 node" in said, said
+    assert trial_lines(shown_outputs(PAGE, ONE_MACHINE)[0]) == trial_lines(said)  # as docs/sweeps.md shows it
     ran = landed(said)
     assert len(ran) == 4 and set(ran) <= set(exp_refs(project)), (ran, said)
     assert all(name in proc.stdout for name in ran), proc.stdout  # dvc exp show lists them
