@@ -168,6 +168,8 @@ def run(main: Callable[..., None], memory_hint: str = "", parser: argparse.Argum
             raise
         if stopped is not None or isinstance(exc, KeyboardInterrupt):
             changed = "; no output was changed" if stage or not written else "; its outputs were all written"
+            if isinstance(exc, KeyboardInterrupt) and getattr(exc, "__notes__", None):
+                changed = f"; {exc.__notes__[-1]}"  # a command's own word on what it kept (python -m sweep)
             message = f"interrupted ({atomic.signal_name(stopped or signal.SIGINT)}){changed}"
             status = signals.status(stopped)
         elif isinstance(exc, MemoryError):

@@ -178,10 +178,9 @@ def main(args) -> None:
                     if warning := cluster.check_room(args.cpus, int(args.device == "gpu"), not args.address):
                         progress.say(warning)
                     dispatch(args, todo, baseline, remote, rows, progress)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:  # run() says so in its error: line, with this note
                 landed = sum(r["state"] == "new" for r in rows.values())
-                progress.say(f"interrupted: {landed} trial{'s' * (landed != 1)} landed and kept; "
-                             "the same command runs the rest")
+                exc.add_note(f"{landed} trial{'s' * (landed != 1)} landed and kept; the same command runs the rest")
                 raise
             finally:
                 progress.close()

@@ -26,6 +26,7 @@ import json
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -260,6 +261,34 @@ def test_a_bad_point_fails_alone_with_its_error_line(projects, cluster):
     new = set(exp_refs(project)) - set(before)
     assert len(new) == 1 and shown(project)[new.pop()]["train"]["lr"] == 0.005
     assert trial_lines(shown_outputs(PAGE, CLUSTER)[1]) == trial_lines(proc.stderr)  # as docs/sweeps.md shows it
+
+
+def test_ctrl_c_keeps_what_landed_and_the_same_command_runs_the_rest(projects, cluster, tmp_path):
+    project, _, _ = projects
+    mine = Project(tmp_path / "mine", like=project)
+    before = exp_refs(mine)
+    args = ["-S", "train.seed=21,22,23", "--address", cluster.address]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep", *args], cwd=mine.path, env=cluster.env(HEAD),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in driver.stderr:
+        said.append(line)
+        if landed(line):
+            driver.send_signal(signal.SIGINT)
+            break
+    _, rest = driver.communicate(timeout=60)
+    err = "".join(said) + rest
+    assert driver.returncode == 130, err
+    quiet_ray(err)
+    assert err.strip().splitlines()[-1] == \
+        "error: interrupted (SIGINT); 1 trial landed and kept; the same command runs the rest", err
+    kept = set(exp_refs(mine)) - set(before)
+    assert kept == set(landed(err)), err
+    proc = sweep(mine, *args, env=cluster.env(HEAD))
+    assert proc.returncode == 0, proc.stderr
+    assert "3 points: 2 to run, 1 already experiment of this commit" in proc.stderr
+    assert len(landed(proc.stderr)) == 2 and set(landed(proc.stderr)).isdisjoint(kept)
+    assert len(set(exp_refs(mine)) - set(before)) == 3
 
 
 def test_a_driver_without_the_token_is_refused(projects, cluster, tmp_path):
