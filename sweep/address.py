@@ -27,8 +27,9 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def check_address(address: str) -> None:
-    """StageError, in seconds, unless a Ray head answers at `address` and takes this driver's token."""
+def check_address(address: str, meanwhile=lambda: None) -> None:
+    """StageError, in seconds, unless a Ray head answers at `address` and takes this driver's token.
+    `meanwhile()` runs while the probe's process asks (the driver's own import of Ray: ~2 s each)."""
     host, port = split_address(address)
     try:
         socket.create_connection((host, port), timeout=3).close()
@@ -38,12 +39,18 @@ def check_address(address: str) -> None:
                          f"`ray start --head --port={port}` or fix the address (see {DOCS})") from None
     from sweep import probe
 
+    asking = subprocess.Popen([sys.executable, "-m", "sweep.probe", address], env={**os.environ, **probe.FAST},
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        out = subprocess.run([sys.executable, "-m", "sweep.probe", address], env={**os.environ, **probe.FAST},
-                             capture_output=True, text=True, timeout=30).stdout
+        meanwhile()
+        out, _ = asking.communicate(timeout=30)
         said = json.loads(out.strip().splitlines()[-1])
     except (subprocess.TimeoutExpired, ValueError, IndexError):
         said = {"answers": False, "said": "no answer in 30 s"}
+    finally:
+        if asking.poll() is None:
+            asking.kill()
+            asking.wait()
     if not said["answers"]:
         raise StageError(f"--address {address}: something answers there, but not a Ray cluster's head "
                          f"({said['said'] or 'no answer'}); give the port `ray start --head` prints")

@@ -6,6 +6,7 @@ to a log file, not the user's terminal."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import secrets
@@ -102,7 +103,7 @@ def connected(address: str | None):
     (loopback, a fresh token, its temp dir removed after); with one: that cluster (checked first)."""
     temp = None
     if address:
-        check_address(address)
+        check_address(address, meanwhile=lambda: importlib.import_module("ray"))
     else:
         try:
             socket.create_server((LOOPBACK, 0)).close()
