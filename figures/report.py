@@ -37,7 +37,6 @@ def save(fig, name: str, dpi: int) -> None:
 
 
 def report(model, scores: dict, history: list[dict], classes: list[str]) -> str:
-    t = scores
     training = model.spec.get("training", {})
     kept = weights_epoch(model, history)
     layers = " → ".join(layer.describe() for layer in model.layers)
@@ -61,8 +60,8 @@ def report(model, scores: dict, history: list[dict], classes: list[str]) -> str:
         "",
         "| accuracy | loss | macro F1 | top-3 accuracy | errors |",
         "|---|---|---|---|---|",
-        f"| {100 * t['accuracy']:.2f} % | {t['loss']:.4f} | {t['macro_f1']:.4f} | {100 * t['top3']:.2f} % "
-        f"| {t['errors']} of {t['samples']} |",
+        f"| {100 * scores['accuracy']:.2f} % | {scores['loss']:.4f} | {scores['macro_f1']:.4f} "
+        f"| {100 * scores['top3']:.2f} % | {scores['errors']} of {scores['samples']} |",
         "",
         "## Per class",
         "",

@@ -16,6 +16,7 @@ the same things in DVC's words, naming the bucket but not the remote.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import secrets
@@ -101,15 +102,14 @@ def probe(name: str, url: str, odb) -> str | None:
     try:
         return _write_and_remove(name, url, odb, folder, path, made)
     except KeyboardInterrupt:  # a stop (Ctrl-C, kill): the probe is not left behind either
-        for remove in (lambda: fs.rm_file(path), lambda: _remove_folders(fs, made)):
-            try:
-                remove()
-            except Exception:
-                pass
+        with contextlib.suppress(Exception):
+            fs.rm_file(path)
+        _remove_folders(fs, made)
         raise
 
 
 def _write_and_remove(name: str, url: str, odb, folder: str, path: str, made: list) -> str | None:
+    """probe()'s work: write the probe (making the folders `made`), then remove it all."""
     fs, local = odb.fs, odb.fs.protocol == "local"
     try:
         if made:

@@ -145,7 +145,7 @@ def dispatch(args, todo: list[grid.Point], baseline: str, remote: tuple[str, dic
                           "error": f"Ray could not run it ({one_line(said)[:200]})"}
             (repo.SCRATCH / f"{point.name}.log").write_text(result.get("log", ""))
             problem = land(result, point, baseline, remote[0])
-            metrics = {} if problem else repo.metrics_at(repo.experiments(baseline)[point.name])
+            metrics = {} if problem else repo.metrics_at(repo.exp_ref(baseline, point.name))
             report(point, result, problem, metrics, rows[point.name], progress)
 
 
@@ -158,10 +158,9 @@ def main(args) -> None:
     points, there = plan(args, baseline)
     rows = {p.name: {"name": p.name, "values": {k: p.value(k) for k in p.keys()}, "state": "to run", "node": None}
             for p in points}
-    existing = repo.experiments(baseline)
     for point in points:
         if point.name in there:
-            metrics = repo.metrics_at(existing[there[point.name]])
+            metrics = repo.metrics_at(repo.exp_ref(baseline, there[point.name]))
             rows[point.name].update(name=there[point.name], state="already there", accuracy=metrics.get("accuracy"),
                                     loss=metrics.get("loss"))
     todo = [p for p in points if p.name not in there]

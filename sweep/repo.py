@@ -61,9 +61,14 @@ def identity() -> dict[str, str]:
     return {"name": found["name"] or "python -m sweep", "email": found["email"] or "sweep@localhost"}
 
 
+def exp_ref(baseline: str, name: str) -> str:
+    """The ref DVC keeps the experiment `name` of the commit `baseline` under."""
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
 def experiments(baseline: str) -> dict[str, str]:
     """{name: ref} of the experiments of the commit `baseline`."""
-    prefix = f"refs/exps/{baseline[:2]}/{baseline[2:]}/"
+    prefix = exp_ref(baseline, "")
     refs = git("for-each-ref", "--format=%(refname)", prefix).split()
     return {ref.removeprefix(prefix): ref for ref in refs}
 
@@ -130,7 +135,7 @@ def fetch_outputs(ref: str, remote: str) -> str:
 def land(data: bytes, name: str, baseline: str) -> str:
     """Fetch the experiment `name` from a trial's bundle into this repository -> its ref. A ref of
     that name already here (another experiment) is never overwritten: StageError."""
-    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+    ref = exp_ref(baseline, name)
     SCRATCH.mkdir(parents=True, exist_ok=True)
     path = SCRATCH / f"{name}.bundle"
     path.write_bytes(data)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +44,13 @@ def env() -> dict:
 
 
 GIB = 2 ** 30
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at `host` now ("": on every address)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def assert_clean_failure(proc, *patterns):
@@ -202,6 +211,18 @@ class Project:
 
     def read(self, rel: str) -> bytes:
         return (self.path / rel).read_bytes()
+
+    def experiments(self) -> dict[str, dict]:
+        """name -> {"params": params.yaml, "metrics": reports/metrics.json} of every experiment
+        `dvc exp show --json` lists."""
+        found = {}
+        for baseline in json.loads(self.dvc("exp", "show", "--json").stdout):
+            for exp in baseline.get("experiments") or []:
+                data = exp["revs"][0].get("data") or {}
+                found[exp["name"]] = {
+                    "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
+                    "metrics": (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data", {})}
+        return found
 
     def digests(self, rels) -> dict[str, str]:
         """{path: sha256 of its bytes} - what tests compare, so that a failure shows which file

@@ -12,7 +12,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -21,17 +20,10 @@ from pathlib import Path
 
 import psutil
 
-from tests.project import env
+from tests.project import env, free_port
 
 HEAD, WORKER = "127.0.0.2", "127.0.0.3"
 STARTED = "Ray runtime started."
-
-
-def free_port() -> int:
-    """A port free on every address (Ray's servers listen on all of them)."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -41,7 +33,7 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # sockets' paths must stay short
-        self.port = free_port()
+        self.port = free_port("")  # free on every address: Ray's servers listen on all of them
         self.address = f"{HEAD}:{self.port}"
         self.nodes: dict[str, subprocess.Popen] = {}
 
@@ -70,7 +62,7 @@ class Cluster:
         ports = ["--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
                  "--metrics-export-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port"]
         flags = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=80000000", f"--temp-dir={self.temp}",
-                 *(f"{flag}={free_port()}" for flag in ports)]
+                 *(f"{flag}={free_port('')}" for flag in ports)]
         return flags + (["--include-dashboard=false"] if head else [])
 
     def start(self, commands: dict[str, list[str]], envs: dict[str, dict]) -> None:

@@ -28,7 +28,6 @@ workspace as the committed baseline it started from (params.yaml, dvc.lock, repo
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import shlex
 import subprocess
@@ -80,15 +79,8 @@ def flatten(params: dict, prefix: str = "") -> dict:
 
 def experiments(project: Project) -> dict[str, dict]:
     """name -> {"params": flat params.yaml, "accuracy": test accuracy or None} from `dvc exp show --json`."""
-    found = {}
-    for baseline in json.loads(project.dvc("exp", "show", "--json").stdout):
-        for exp in baseline.get("experiments") or []:
-            data = (exp["revs"][0].get("data") or {})
-            params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-            metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data", {})
-            found[exp["name"]] = {"params": flatten(params),
-                                  "accuracy": metrics.get("accuracy")}
-    return found
+    return {name: {"params": flatten(e["params"]), "accuracy": e["metrics"].get("accuracy")}
+            for name, e in project.experiments().items()}
 
 
 def gpu_usable() -> bool:

@@ -119,16 +119,13 @@ def test_jupyter_lab_opens_the_tour(tmp_path):
     """The README's line opens the tour with `jupyter lab` (the [notebook] extra): here the same
     server, without a browser, on 127.0.0.1 with a token, serves notebooks/tour.ipynb whole."""
     import secrets
-    import socket
     import subprocess
     import time
     import urllib.request
 
-    from tests.project import env
+    from tests.project import env, free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     token = secrets.token_hex(16)
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",

@@ -3,34 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 
 import yaml
 
 from tests.project import DIGITS, Project
-
-
-def experiments(show: list) -> list[dict]:
-    """(name, train.lr, test accuracy) of every experiment in `dvc exp show --json`."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, dict) and "params" in data and node.get("name") and node.get("rev") != "workspace":
-                params = data["params"]["params.yaml"]["data"]
-                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
-                found.append({"name": node["name"], "lr": params["train"]["lr"],
-                              "accuracy": metrics.get("accuracy")})
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(show)
-    return found
 
 
 def test_queue_two_experiments_and_read_both(tmp_path):
@@ -44,7 +21,8 @@ def test_queue_two_experiments_and_read_both(tmp_path):
     status = project.wait_for_queue(names)
     assert "Failed" not in status, project.dvc("queue", "logs", status.split()[-1], check=False).stdout
     project.dvc("queue", "stop", check=False)
-    runs = experiments(json.loads(project.dvc("exp", "show", "--json").stdout))
+    runs = [{"name": name, "lr": e["params"]["train"]["lr"], "accuracy": e["metrics"].get("accuracy")}
+            for name, e in project.experiments().items()]
     by_lr = {r["lr"]: r for r in runs}
     assert {0.001, 0.005} <= set(by_lr), runs
     for lr in (0.001, 0.005):

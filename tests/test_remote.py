@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.docs import section_commands
-from tests.project import DIGITS, Project, assert_clean_failure, env
+from tests.project import DIGITS, Project, assert_clean_failure, env, free_port
 
 PAGE, SECTION = "docs/team.md", "# Working as a team"
 
@@ -45,12 +46,6 @@ def home(tmp_path, monkeypatch):
     """Each test its own $HOME, so its own default remote."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return tmp_path / "home"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(server, port: int) -> None:
@@ -166,9 +161,9 @@ def test_the_run_cache_restores_training_instead_of_rerunning_it(team_a, s3, tmp
     assert c.read("models/model.npz") == seed1
 
 
-def test_the_default_remote_needs_no_set_up_and_experiments_travel(tmp_path, home):
-    """Clone A pushes to the default remote (a folder under ~/.cache) and pushes an experiment to
-    a bare git repository; a fresh clone B pulls both: the same bytes."""
+def run_and_shared(tmp_path) -> tuple[Project, Path]:
+    """Clone A of the digits project, run, committed and pushed to a bare git repository -> (A, that
+    repository: the team's git remote)."""
     a = Project(tmp_path / "a", DIGITS)
     assert a.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
     a.commit("a run")
@@ -176,6 +171,13 @@ def test_the_default_remote_needs_no_set_up_and_experiments_travel(tmp_path, hom
     subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
     a.git("remote", "add", "origin", str(origin))
     a.git("push", "-q", "origin", "HEAD")
+    return a, origin
+
+
+def test_the_default_remote_needs_no_set_up_and_experiments_travel(tmp_path, home):
+    """Clone A pushes to the default remote (a folder under ~/.cache) and pushes an experiment to
+    a bare git repository; a fresh clone B pulls both: the same bytes."""
+    a, origin = run_and_shared(tmp_path)
     a.dvc("push")  # no remote named: the default one in .dvc/config
     assert (home / ".cache/mnist-dvc-from-scratch/dvc-remote/files/md5").is_dir()
     a.dvc("exp", "run", "-n", "seed2", "-S", "train.seed=2")
@@ -411,13 +413,7 @@ def test_the_team_page_as_written(s3, tmp_path, home):
         assert proc.returncode == 0, f"{lines} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
         return proc.stdout + proc.stderr
 
-    a = Project(tmp_path / "a", DIGITS)
-    assert a.repro() == ["fetch", "prepare", "train", "evaluate", "plots"]
-    a.commit("a run")
-    origin = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
-    a.git("remote", "add", "origin", str(origin))
-    a.git("push", "-q", "origin", "HEAD")
+    a, origin = run_and_shared(tmp_path)
     said = bash(a, set_up + [share])
     assert f"remote 'team' (s3://{bucket}/mnist): reachable and writable" in said, said
 

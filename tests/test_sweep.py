@@ -22,7 +22,6 @@ connection of every process this test starts, the nodes and the sweep's own Ray 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shlex
 import shutil
@@ -140,21 +139,7 @@ def docs_sweep(cluster) -> list[str]:
 
 def shown(project: Project) -> dict[str, dict]:
     """{name: params} of every experiment `dvc exp show --json` lists."""
-    found = {}
-
-    def walk(node):
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, dict) and node.get("name") and node.get("rev") != "workspace" and "params" in data:
-                found[node["name"]] = data["params"]["params.yaml"]["data"]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(project.dvc("exp", "show", "--json").stdout))
-    return found
+    return {name: e["params"] for name, e in project.experiments().items()}
 
 
 def exp_refs(project: Project) -> dict[str, str]:

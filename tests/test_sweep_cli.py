@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from sweep import grid, trial
-from tests.project import DIGITS, ROOT, Project, assert_clean_failure
+from tests.project import DIGITS, ROOT, Project, assert_clean_failure, free_port
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +60,7 @@ def test_a_bad_argument_is_one_line(project, args, status, says):
 
 
 def test_an_unreachable_address_is_one_line_in_seconds(project):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     proc = sweep(project, "-S", "train.lr=0.001,0.002", "--address", f"127.0.0.1:{port}")
     assert_clean_failure(proc, f"--address 127.0.0.1:{port}: nothing answers there (Connection refused)")
     assert proc.seconds < 10
